@@ -1,0 +1,228 @@
+//! Message ids: 16 bytes made by the sender, laid out like a UUIDv7 (a 48-bit millisecond
+//! timestamp, then random bits), written as 32 lowercase hex characters.
+//!
+//! An id is made once, when the user sends, and never changes across retries, reconnects or
+//! resends: it is what the gateway deduplicates on. The textual form is strict (exactly 32
+//! lowercase hex digits) so that one id has exactly one spelling and case variants cannot slip
+//! past deduplication.
+
+use core::fmt;
+
+use crate::rng::Rng;
+
+/// A 16-byte message id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MsgId([u8; 16]);
+
+/// Why a textual message id was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum IdError {
+    /// The text is not exactly 32 characters long.
+    Length,
+    /// A character is not one of `0-9a-f` (upper case is refused: one id, one spelling).
+    Digit,
+}
+
+impl fmt::Display for IdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdError::Length => f.write_str("message id must be exactly 32 hex characters"),
+            IdError::Digit => f.write_str("message id may hold only the characters 0-9 and a-f"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for IdError {}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl MsgId {
+    /// The id with the given bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        MsgId(bytes)
+    }
+
+    /// A new id for wall-clock time `unix_ms` with random bits from `rng`: 48 bits of
+    /// timestamp, the UUID version nibble 7, the RFC 9562 variant bits, and 74 random bits.
+    pub fn generate(unix_ms: u64, rng: &mut impl Rng) -> Self {
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
+        rng.fill(&mut b[6..]);
+        b[6] = 0x70 | (b[6] & 0x0f);
+        b[8] = 0x80 | (b[8] & 0x3f);
+        MsgId(b)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// The millisecond timestamp in the first 48 bits.
+    pub fn timestamp_ms(&self) -> u64 {
+        let mut t = [0u8; 8];
+        t[2..].copy_from_slice(&self.0[..6]);
+        u64::from_be_bytes(t)
+    }
+
+    /// A well-mixed 64-bit hash of the id, for hash tables (the random half of the id).
+    pub fn hash64(&self) -> u64 {
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&self.0[8..]);
+        u64::from_le_bytes(t) ^ self.timestamp_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// The 32 lowercase hex characters of the id, as ASCII bytes.
+    pub fn to_hex(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, byte) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(byte >> 4)];
+            out[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        out
+    }
+
+    /// Parses exactly 32 lowercase hex characters.
+    pub fn parse_hex(text: &str) -> Result<Self, IdError> {
+        let text = text.as_bytes();
+        if text.len() != 32 {
+            return Err(IdError::Length);
+        }
+        let mut b = [0u8; 16];
+        for (i, pair) in text.chunks_exact(2).enumerate() {
+            b[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Ok(MsgId(b))
+    }
+}
+
+fn hex_digit(c: u8) -> Result<u8, IdError> {
+    match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        _ => Err(IdError::Digit),
+    }
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = self.to_hex();
+        // The buffer holds only ASCII hex digits, so this never fails.
+        f.write_str(core::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MsgId({self})")
+    }
+}
+
+impl core::str::FromStr for MsgId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        MsgId::parse_hex(s)
+    }
+}
+
+/// On compact formats (postcard) an id is its 16 raw bytes; on human-readable ones (JSON) it is
+/// the 32-character hex string.
+impl serde::Serialize for MsgId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            let hex = self.to_hex();
+            let text = core::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?;
+            s.serialize_str(text)
+        } else {
+            serde::Serialize::serialize(&self.0, s)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MsgId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HexVisitor;
+        impl serde::de::Visitor<'_> for HexVisitor {
+            type Value = MsgId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("32 lowercase hex characters")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MsgId, E> {
+                MsgId::parse_hex(v).map_err(E::custom)
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_str(HexVisitor)
+        } else {
+            <[u8; 16] as serde::Deserialize>::deserialize(d).map(MsgId)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    #[test]
+    fn generated_ids_carry_their_timestamp_version_and_variant() {
+        let mut rng = SplitMix64::new(1);
+        let ms = 1_790_000_000_123;
+        let id = MsgId::generate(ms, &mut rng);
+        assert_eq!(id.timestamp_ms(), ms);
+        assert_eq!(id.as_bytes()[6] >> 4, 7, "version nibble");
+        assert_eq!(id.as_bytes()[8] >> 6, 0b10, "variant bits");
+    }
+
+    #[test]
+    fn ids_made_in_the_same_millisecond_differ() {
+        let mut rng = SplitMix64::new(2);
+        let a = MsgId::generate(5, &mut rng);
+        let b = MsgId::generate(5, &mut rng);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let id = MsgId::from_bytes([
+            0x01, 0x9a, 0xbc, 0xde, 0xf0, 0x12, 0x73, 0x45, 0x86, 0x78, 0x9a, 0xbc, 0xde, 0xf0,
+            0x00, 0xff,
+        ]);
+        let hex = id.to_hex();
+        assert_eq!(&hex, b"019abcdef012734586789abcdef000ff");
+        let text = core::str::from_utf8(&hex).unwrap();
+        assert_eq!(MsgId::parse_hex(text), Ok(id));
+    }
+
+    #[test]
+    fn parsing_is_strict() {
+        assert_eq!(MsgId::parse_hex(""), Err(IdError::Length));
+        assert_eq!(MsgId::parse_hex(&"0".repeat(31)), Err(IdError::Length));
+        assert_eq!(MsgId::parse_hex(&"0".repeat(33)), Err(IdError::Length));
+        assert_eq!(MsgId::parse_hex(&"A".repeat(32)), Err(IdError::Digit));
+        assert_eq!(MsgId::parse_hex(&"g".repeat(32)), Err(IdError::Digit));
+        assert_eq!(MsgId::parse_hex(&format!("{}é", "0".repeat(30))), Err(IdError::Digit));
+        assert!(MsgId::parse_hex(&"f".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn postcard_carries_the_sixteen_raw_bytes() {
+        let id = MsgId::from_bytes([7; 16]);
+        let mut buf = [0u8; 32];
+        let used = postcard::to_slice(&id, &mut buf).unwrap();
+        assert_eq!(used, &[7u8; 16]);
+        let back: MsgId = postcard::from_bytes(used).unwrap();
+        assert_eq!(back, id);
+    }
+
+    #[test]
+    fn display_is_the_hex_form() {
+        let id = MsgId::from_bytes([0xab; 16]);
+        assert_eq!(format!("{id}"), "ab".repeat(16));
+        assert_eq!(format!("{id:?}"), format!("MsgId({})", "ab".repeat(16)));
+    }
+}
