@@ -165,7 +165,7 @@ impl fmt::Display for PoolError {
 }
 
 #[cfg(feature = "std")]
-impl std::error::Error for PoolError {}
+impl core::error::Error for PoolError {}
 
 /// What insert did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
