@@ -731,5 +731,38 @@ mod tests {
                 prop_assert_eq!(t.is_held(s), held.contains(&s), "seq {}", s);
             }
         }
+
+        #[test]
+        fn skips_and_arrivals_agree_with_a_set_model(
+            ops in proptest::collection::vec((0u8..4, 0u64..150), 0..120),
+        ) {
+            let mut t = RecvTracker::<1>::new(0);
+            let mut held = BTreeSet::new();
+            let (mut mark, mut highest) = (0u64, 0u64);
+            for (kind, v) in ops {
+                if kind == 0 && v > mark {
+                    t.skip_to(v);
+                    held.extend(mark + 1..=v);
+                    mark = v;
+                } else if kind == 1 {
+                    t.note_latest(v);
+                } else {
+                    t.on_seq(v);
+                    if v > mark && v <= mark + 64 {
+                        held.insert(v);
+                    }
+                }
+                while held.contains(&(mark + 1)) {
+                    mark += 1;
+                }
+                highest = highest.max(mark).max(if kind == 1 { v } else { 0 });
+                if kind >= 2 && held.contains(&v) {
+                    highest = highest.max(v);
+                }
+                prop_assert_eq!(t.mark(), mark);
+                prop_assert_eq!(t.highest(), highest);
+                prop_assert_eq!(gaps(&t), model_gaps(&held, mark, highest));
+            }
+        }
     }
 }
