@@ -124,8 +124,7 @@ impl fmt::Display for OutboxError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for OutboxError {}
+impl core::error::Error for OutboxError {}
 
 /// Where one entry is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
