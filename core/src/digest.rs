@@ -55,8 +55,7 @@ impl fmt::Display for DigestError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for DigestError {}
+impl core::error::Error for DigestError {}
 
 /// Builds a Digest incrementally, pairs pushed in ascending seq order.
 #[derive(Clone)]

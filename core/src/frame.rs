@@ -88,8 +88,7 @@ impl fmt::Display for FrameError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for FrameError {}
+impl core::error::Error for FrameError {}
 
 /// Why [`encode_frame_with`] failed.
 #[non_exhaustive]
@@ -112,7 +111,7 @@ impl<E: fmt::Display> fmt::Display for EncodeError<E> {
 }
 
 #[cfg(feature = "std")]
-impl<E: fmt::Debug + fmt::Display> std::error::Error for EncodeError<E> {}
+impl<E: fmt::Debug + fmt::Display> core::error::Error for EncodeError<E> {}
 
 /// The 7 header bytes for a body of `len` bytes.
 fn header(len: u32) -> [u8; HEADER_LEN] {

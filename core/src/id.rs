@@ -35,8 +35,7 @@ impl fmt::Display for IdError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for IdError {}
+impl core::error::Error for IdError {}
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -205,7 +204,10 @@ mod tests {
         assert_eq!(MsgId::parse_hex(&"0".repeat(33)), Err(IdError::Length));
         assert_eq!(MsgId::parse_hex(&"A".repeat(32)), Err(IdError::Digit));
         assert_eq!(MsgId::parse_hex(&"g".repeat(32)), Err(IdError::Digit));
-        assert_eq!(MsgId::parse_hex(&format!("{}é", "0".repeat(30))), Err(IdError::Digit));
+        assert_eq!(
+            MsgId::parse_hex(&format!("{}é", "0".repeat(30))),
+            Err(IdError::Digit)
+        );
         assert!(MsgId::parse_hex(&"f".repeat(32)).is_ok());
     }
 

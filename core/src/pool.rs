@@ -91,8 +91,11 @@ pub enum MessageState {
     Read,
     /// Outgoing, gave up or refused; keeps its virtual position.
     Failed(FailReason),
-    /// Incoming, pushed or pulled from the gateway.
+    /// Incoming, pushed or pulled from the gateway and handed to the application.
     Received,
+    /// Incoming, held until every earlier seq has arrived: not shown yet, and not yet
+    /// acknowledged to the gateway, so never evicted.
+    Arriving,
 }
 
 impl MessageState {
@@ -102,7 +105,8 @@ impl MessageState {
     }
 
     /// May the pool evict it to make room? Sent/Delivered/Read/Received: yes.
-    /// Queued/Sending (owed an ack) and Failed (the user's unsent text): no.
+    /// Queued/Sending (owed an ack), Arriving (not yet shown) and Failed (the user's unsent
+    /// text): no.
     pub const fn evictable(&self) -> bool {
         matches!(
             self,
@@ -948,6 +952,29 @@ mod tests {
         for n in [1, 2, 3, 8, 9, 10] {
             assert!(pool.find_id(&id(n)).is_some(), "message {n} was kept");
         }
+    }
+
+    #[test]
+    fn a_message_waiting_for_an_earlier_seq_is_never_evicted() {
+        let mut pool: Pool<(), 2> = Pool::new();
+        pool.insert(id(1), 0, OrderKey::stored(5), MessageState::Arriving, ())
+            .unwrap();
+        pool.insert(id(2), 0, OrderKey::stored(1), RECV, ())
+            .unwrap();
+        let ins = pool
+            .insert(id(3), 0, OrderKey::stored(2), RECV, ())
+            .unwrap();
+        assert_eq!(ins.evicted, Some((id(2), 0)));
+        let full = pool.insert(id(4), 0, OrderKey::stored(3), MessageState::Arriving, ());
+        assert_eq!(full.map(|i| i.evicted), Ok(Some((id(3), 0))));
+        let full = pool.insert(id(5), 0, OrderKey::stored(4), RECV, ());
+        assert_eq!(
+            full,
+            Err(PoolError::Full),
+            "two arriving messages fill the pool"
+        );
+        pool.set_state(pool.find_id(&id(1)).unwrap(), RECV).unwrap();
+        assert!(pool.insert(id(5), 0, OrderKey::stored(4), RECV, ()).is_ok());
     }
 
     #[test]

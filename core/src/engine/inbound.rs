@@ -1,0 +1,512 @@
+//! Inbound half of the engine: frames from the gateway become state changes and events.
+
+use crate::id::MsgId;
+use crate::order::Arrival;
+use crate::pool::{FailReason, MessageState, OrderKey, TopicKey};
+use crate::proto::{
+    Code, Ctrl, CtrlParams, Data, Info, Meta, MetaItem, NoteWhat, Pres, PresWhat, ServerPacket,
+    decode_server,
+};
+use crate::time::Instant;
+
+use super::config::label;
+use super::{
+    Attach, Body, Command, EVENT_SLACK, Engine, EngineError, Event, Handshake, Pull, ReqKind,
+    SessionState,
+};
+
+impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: usize>
+    Engine<N, C, T, O, F>
+{
+    /// Handles buffered frames while the event queue has room. Returns whether it ran dry
+    /// (false: stopped for lack of event room).
+    pub(super) fn process_frames(&mut self, now: Instant) -> bool {
+        loop {
+            if self.events.capacity() - self.events.len() <= EVENT_SLACK {
+                return false;
+            }
+            let body = match self.deframer.next_frame() {
+                None => return true,
+                Some(Err(_)) => {
+                    self.stats.bad_input += 1;
+                    continue;
+                }
+                Some(Ok(body)) => body,
+            };
+            self.stats.frames_in += 1;
+            if body.is_empty() {
+                continue; // keepalive answer; liveness already noted
+            }
+            // Copy the body out of the deframer so packet views can outlive the next read.
+            let Ok(copy) = heapless::Vec::<u8, F>::from_slice(body) else {
+                continue;
+            };
+            match decode_server(&copy) {
+                Ok(packet) => self.handle_packet(now, packet),
+                Err(_) => self.stats.bad_input += 1,
+            }
+            if !self.is_connected() {
+                return true;
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: ServerPacket<'_>) {
+        match packet {
+            ServerPacket::Ctrl(c) => self.on_ctrl(now, c),
+            ServerPacket::Data(d) => self.on_data(now, &d),
+            ServerPacket::Meta(m) => self.on_meta(&m),
+            ServerPacket::Pres(p) => self.on_pres(now, &p),
+            ServerPacket::Info(i) => self.on_info(&i),
+        }
+    }
+
+    fn take_request(&mut self, req: u32) -> Option<ReqKind> {
+        let i = self.requests.iter().position(|r| r.req == req)?;
+        Some(self.requests.swap_remove(i).kind)
+    }
+
+    fn on_ctrl(&mut self, now: Instant, c: Ctrl<'_>) {
+        if let Some(kind) = self.take_request(c.id) {
+            return self.on_reply(now, kind, &c);
+        }
+        // Not a tracked request: a pub answer, or an unsolicited notice.
+        if c.code.is_success() {
+            if let CtrlParams::Pub { seq, ts, .. } = c.params
+                && let Some(id) = self.outbox.on_ack(c.id)
+            {
+                self.stats.acked += 1;
+                self.confirm_own(now, &id, seq, Some(ts));
+            }
+        } else if c.code.is_client_error()
+            && c.code != Code::RATE_LIMITED
+            && c.code != Code::TIMEOUT
+        {
+            if let Some(id) = self.outbox.on_refused(c.id) {
+                self.fail_message(&id, FailReason::Refused { code: c.code.0 });
+            }
+        } else if c.id == 0 && c.code == Code::UNAVAILABLE {
+            // The gateway is going away: reconnect rather than wait for the socket to die.
+            self.push_command(Command::Close);
+        }
+    }
+
+    fn on_reply(&mut self, now: Instant, kind: ReqKind, c: &Ctrl<'_>) {
+        let ok = c.code.is_success();
+        match kind {
+            ReqKind::Hi => {
+                if ok {
+                    if let CtrlParams::Hi { server_ms, .. } = c.params {
+                        self.wall_ms_at_zero = server_ms.saturating_sub(now.as_millis());
+                    }
+                    self.handshake = Handshake::SendLogin;
+                    self.set_state(SessionState::LoggingIn);
+                } else if c.code == Code::VERSION_NOT_SUPPORTED {
+                    self.fail(EngineError::VersionRefused);
+                    self.push_command(Command::Close);
+                } else {
+                    self.push_command(Command::Close);
+                }
+            }
+            ReqKind::Login => {
+                if ok {
+                    if let CtrlParams::Login { user, .. } = c.params {
+                        self.user = label(user);
+                    }
+                    self.handshake = Handshake::Done;
+                    self.stats.logins += 1;
+                    self.outbox.on_connect(now);
+                    self.set_state(SessionState::Subscribing);
+                    self.push_event(Event::Connected);
+                    self.check_ready();
+                } else if c.code == Code::UNAUTHORIZED || c.code == Code::FORBIDDEN {
+                    self.fail(EngineError::LoginRefused(c.code));
+                    self.push_command(Command::Close);
+                } else {
+                    self.push_command(Command::Close);
+                }
+            }
+            ReqKind::Sub(topic) => self.on_sub_reply(now, topic, c),
+            ReqKind::Pull(topic, range) => {
+                if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+                    t.pull = Pull::Idle;
+                    if ok {
+                        // Whatever the gateway did not send in the range no longer exists
+                        // (deleted): count it as held so the mark can move past it.
+                        let mut seq = range.first;
+                        while seq <= range.last && seq <= t.latest {
+                            if !t.recv.is_held(seq) {
+                                t.recv.on_seq(seq);
+                            }
+                            seq += 1;
+                        }
+                    }
+                }
+                self.pump(topic);
+                self.schedule_pull(now, topic);
+            }
+            ReqKind::Digest(topic) => {
+                if let CtrlParams::Digest(remote) = c.params {
+                    let local = self.local_digest(topic, remote.first_seq, remote.last_seq);
+                    self.push_event(Event::Reconciled {
+                        topic,
+                        matches: local == remote,
+                    });
+                }
+                self.push_event(Event::Reply {
+                    req: c.id,
+                    code: c.code,
+                    topic: Some(topic),
+                });
+            }
+            ReqKind::App => {
+                let mut topic = None;
+                if let CtrlParams::Topic { name, .. } = c.params
+                    && ok
+                {
+                    topic = self.subscribe(name).ok();
+                }
+                self.push_event(Event::Reply {
+                    req: c.id,
+                    code: c.code,
+                    topic,
+                });
+            }
+        }
+    }
+
+    fn on_sub_reply(&mut self, now: Instant, topic: TopicKey, c: &Ctrl<'_>) {
+        let Some(t) = self.topics.get_mut(usize::from(topic)) else {
+            return;
+        };
+        if !c.code.is_success() {
+            // The topic is gone or forbidden: stop asking for it on every reconnect.
+            t.attach = Attach::Detached;
+            t.wanted = false;
+            self.push_event(Event::Reply {
+                req: c.id,
+                code: c.code,
+                topic: Some(topic),
+            });
+            self.check_ready();
+            return;
+        }
+        t.attach = Attach::Attached;
+        let mut latest = t.latest;
+        if let CtrlParams::Sub {
+            latest: l, read, ..
+        } = c.params
+        {
+            latest = latest.max(l);
+            t.latest = latest;
+            t.read = t.read.max(read);
+            t.recv.note_latest(l);
+        }
+        self.push_event(Event::Subscribed { topic, latest });
+        self.update_unread(topic);
+        self.schedule_pull(now, topic);
+        self.check_ready();
+    }
+
+    pub(super) fn check_ready(&mut self) {
+        if self.state == SessionState::Subscribing
+            && self
+                .topics
+                .iter()
+                .all(|t| !t.wanted || t.attach == Attach::Attached)
+        {
+            self.set_state(SessionState::Ready);
+        }
+    }
+
+    /// The gateway stored one of our own messages at `seq`.
+    fn confirm_own(&mut self, now: Instant, id: &MsgId, seq: u64, ts: Option<u64>) {
+        let _ = now;
+        let Some(slot) = self.pool.find_id(id) else {
+            return;
+        };
+        let Some(entry) = self.pool.get(slot) else {
+            return;
+        };
+        let topic = entry.topic;
+        if entry.key == OrderKey::stored(seq) {
+            return; // already confirmed (the push of our own message came first)
+        }
+        if self.pool.confirm(slot, seq).is_err() {
+            return;
+        }
+        if let (Some(ts), Some(body)) = (ts, self.pool.data_mut(slot)) {
+            body.ts = ts;
+        }
+        let state = MessageState::Sent;
+        self.push_event(Event::MessageChanged {
+            topic,
+            id: *id,
+            state,
+            seq: Some(seq),
+        });
+        if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+            t.latest = t.latest.max(seq);
+        }
+        self.update_unread(topic);
+    }
+
+    fn on_data(&mut self, now: Instant, d: &Data<'_>) {
+        let Some(topic) = self.topic_key(d.topic) else {
+            return;
+        };
+        if d.seq == 0 {
+            self.stats.bad_input += 1;
+            return;
+        }
+        // Our own message coming back: it is stored, whether or not its ctrl arrived.
+        if let Some(slot) = self.pool.find_id(&d.msg_id) {
+            let awaiting = self.pool.get(slot).is_some_and(|e| !e.key.is_stored());
+            if awaiting {
+                self.outbox.cancel(&d.msg_id);
+                self.confirm_own(now, &d.msg_id, d.seq, Some(d.ts));
+            } else {
+                self.stats.duplicates += 1;
+            }
+            self.record_arrival(now, topic, d.seq);
+            return;
+        }
+        let Some(t) = self.topics.get_mut(usize::from(topic)) else {
+            return;
+        };
+        t.latest = t.latest.max(d.seq);
+        if d.seq <= t.recv.mark() || t.recv.is_held(d.seq) {
+            if self.pool.find_seq(topic, d.seq).is_some() || d.seq > t.emitted {
+                self.stats.duplicates += 1;
+            } else {
+                self.add_history(topic, d);
+            }
+            return;
+        }
+        let wanted = self.cfg.filter.is_none_or(|f| f(d));
+        if wanted {
+            let Some(body) = self.body_of(d) else {
+                self.stats.bad_input += 1;
+                return;
+            };
+            let key = OrderKey::stored(d.seq);
+            if self
+                .pool
+                .insert(d.msg_id, topic, key, MessageState::Arriving, body)
+                .is_err()
+            {
+                return; // no room: not recorded, so it will be pushed or pulled again
+            }
+        } else {
+            self.stats.filtered += 1;
+        }
+        self.record_arrival(now, topic, d.seq);
+    }
+
+    /// Notes that `seq` is held (or deliberately dropped) and shows what became contiguous.
+    fn record_arrival(&mut self, now: Instant, topic: TopicKey, seq: u64) {
+        let Some(t) = self.topics.get_mut(usize::from(topic)) else {
+            return;
+        };
+        match t.recv.on_seq(seq) {
+            Arrival::TooFar => {
+                t.recv.note_latest(seq);
+                if let Some(slot) = self.pool.find_seq(topic, seq) {
+                    self.pool.remove(slot);
+                }
+            }
+            Arrival::Duplicate => self.stats.duplicates += 1,
+            Arrival::New { .. } | Arrival::Invalid => {}
+        }
+        self.pump(topic);
+        self.schedule_pull(now, topic);
+    }
+
+    fn add_history(&mut self, topic: TopicKey, d: &Data<'_>) {
+        if self.cfg.filter.is_some_and(|f| !f(d)) {
+            self.stats.filtered += 1;
+            return;
+        }
+        let Some(body) = self.body_of(d) else { return };
+        let key = OrderKey::stored(d.seq);
+        if self
+            .pool
+            .insert(d.msg_id, topic, key, MessageState::Received, body)
+            .is_ok()
+        {
+            self.push_event(Event::MessageAdded {
+                topic,
+                id: d.msg_id,
+                seq: Some(d.seq),
+                history: true,
+            });
+        }
+    }
+
+    fn body_of(&self, d: &Data<'_>) -> Option<Body<C>> {
+        Some(Body {
+            from: label(d.from),
+            outgoing: !self.user.is_empty() && d.from == self.user.as_str(),
+            ts: d.ts,
+            mime: label(d.head.mime),
+            reply_to: d.head.reply_to,
+            content: heapless::Vec::from_slice(d.content).ok()?,
+        })
+    }
+
+    /// Hands the application every message that became contiguous in one topic, in seq order,
+    /// as far as the event queue has room.
+    pub(super) fn pump(&mut self, topic: TopicKey) {
+        let mut added = false;
+        loop {
+            if self.events.len() + 2 >= self.events.capacity() {
+                break;
+            }
+            let Some(t) = self.topics.get_mut(usize::from(topic)) else {
+                return;
+            };
+            if t.emitted >= t.recv.mark() {
+                break;
+            }
+            let seq = t.emitted + 1;
+            t.emitted = seq;
+            let Some(slot) = self.pool.find_seq(topic, seq) else {
+                continue; // filtered or deleted: nothing to show, but the mark moves on
+            };
+            let Some(entry) = self.pool.get(slot) else {
+                continue;
+            };
+            let (id, state, outgoing) = (entry.id, entry.state, entry.data.outgoing);
+            if state != MessageState::Arriving {
+                continue; // our own message, already shown
+            }
+            let new_state = if outgoing {
+                MessageState::Sent
+            } else {
+                MessageState::Received
+            };
+            let _ = self.pool.set_state(slot, new_state);
+            t.queued_events = t.queued_events.saturating_add(1);
+            self.stats.received += 1;
+            added = true;
+            self.push_event(Event::MessageAdded {
+                topic,
+                id,
+                seq: Some(seq),
+                history: false,
+            });
+        }
+        if added {
+            self.update_unread(topic);
+        }
+    }
+
+    /// Resumes emission in every topic (after the application drained events).
+    pub(super) fn pump_all(&mut self) {
+        for i in 0..self.topics.len() {
+            if self.events.len() + 2 >= self.events.capacity() {
+                return;
+            }
+            self.pump(i as TopicKey);
+        }
+    }
+
+    fn on_meta(&mut self, m: &Meta<'_>) {
+        let (name, latest, read) = match m.item {
+            MetaItem::Desc(d) => (m.topic, d.seq, d.read),
+            MetaItem::Sub(s) if m.topic == "me" => (s.name, s.seq, s.read),
+            MetaItem::Sub(_) => return,
+        };
+        let Some(topic) = self.topic_key(name) else {
+            return;
+        };
+        if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+            t.latest = t.latest.max(latest);
+            t.read = t.read.max(read);
+        }
+        self.update_unread(topic);
+    }
+
+    fn on_pres(&mut self, now: Instant, p: &Pres<'_>) {
+        if let PresWhat::Msg { seq } = p.what
+            && let Some(topic) = self.topic_key(p.src).or_else(|| self.topic_key(p.topic))
+        {
+            if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+                t.latest = t.latest.max(seq);
+                if t.attach == Attach::Attached {
+                    t.recv.note_latest(seq);
+                }
+            }
+            self.update_unread(topic);
+            self.schedule_pull(now, topic);
+            return;
+        }
+        let Some(topic) = self.topic_key(p.topic) else {
+            return;
+        };
+        self.push_event(Event::Presence {
+            topic,
+            src: label(p.src),
+            what: p.what,
+        });
+    }
+
+    fn on_info(&mut self, i: &Info<'_>) {
+        let Some(topic) = self.topic_key(i.topic) else {
+            return;
+        };
+        let target = match i.what {
+            NoteWhat::Recv => Some(MessageState::Delivered),
+            NoteWhat::Read => Some(MessageState::Read),
+            NoteWhat::Kp => None,
+        };
+        if let Some(target) = target {
+            if i.from != self.user.as_str() {
+                self.raise_outgoing(topic, i.seq, target);
+            } else if i.what == NoteWhat::Read {
+                // The user read it on another device.
+                if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+                    t.read = t.read.max(i.seq);
+                }
+                self.update_unread(topic);
+            }
+        }
+        self.push_event(Event::Receipt {
+            topic,
+            from: label(i.from),
+            what: i.what,
+            seq: i.seq,
+        });
+    }
+
+    /// Moves own stored messages up to `seq` to Delivered / Read (never backwards).
+    fn raise_outgoing(&mut self, topic: TopicKey, seq: u64, target: MessageState) {
+        let rank = |s: MessageState| match s {
+            MessageState::Sent => 1,
+            MessageState::Delivered => 2,
+            MessageState::Read => 3,
+            _ => 0,
+        };
+        loop {
+            let mut batch: heapless::Vec<crate::pool::Slot, 16> = heapless::Vec::new();
+            for (slot, e) in self.pool.iter_topic(topic).rev() {
+                if !e.key.is_stored() || e.key.seq > seq || !e.data.outgoing {
+                    continue;
+                }
+                let r = rank(e.state);
+                if r == 0 || r >= rank(target) {
+                    continue;
+                }
+                if batch.push(slot).is_err() {
+                    break;
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            for slot in batch {
+                let _ = self.pool.set_state(slot, target);
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The engine's message payload in the pool, and the borrowed view the application reads.
+
+use heapless::Vec;
+
+use crate::id::MsgId;
+use crate::pool::{MessageState, OrderKey, TopicKey};
+
+use super::config::Label;
+
+/// What the pool stores for each message besides its id, position and state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Body<const C: usize> {
+    /// The sender's user id (the session's own for outgoing messages).
+    pub from: Label,
+    /// Sent by this user (from this or another of the user's devices).
+    pub outgoing: bool,
+    /// Gateway timestamp, or the local one until stored; ms since the Unix epoch.
+    pub ts: u64,
+    /// Business / MIME type.
+    pub mime: Label,
+    /// Seq this message replies to.
+    pub reply_to: Option<u64>,
+    /// The content bytes.
+    pub content: Vec<u8, C>,
+}
+
+/// A message as the application sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    /// The message id.
+    pub id: MsgId,
+    /// The topic.
+    pub topic: TopicKey,
+    /// Position in the conversation (seq once stored, virtual before).
+    pub key: OrderKey,
+    /// Its state.
+    pub state: MessageState,
+    /// Sent by this user.
+    pub outgoing: bool,
+    /// The sender's user id.
+    pub from: &'a str,
+    /// Timestamp, ms since the Unix epoch.
+    pub ts: u64,
+    /// Business / MIME type (empty = plain text).
+    pub mime: &'a str,
+    /// Seq this message replies to.
+    pub reply_to: Option<u64>,
+    /// The content bytes.
+    pub content: &'a [u8],
+}
+
+impl MessageView<'_> {
+    /// The seq, once the gateway stored the message.
+    pub fn seq(&self) -> Option<u64> {
+        self.key.is_stored().then_some(self.key.seq)
+    }
+}

@@ -1,0 +1,301 @@
+//! The packet set: typed client and server packets, encoded with postcard, decoded as borrowed
+//! views that copy nothing out of the frame.
+//!
+//! [`encode_client`] / [`encode_server`] write one whole frame (see [`crate::frame`]);
+//! [`decode_client`] / [`decode_server`] parse a frame body. Decoding rejects truncated bodies,
+//! unknown packet kinds, invalid UTF-8 and trailing bytes with a [`CodecError`]; it never panics.
+//! The exact byte layout of every packet is written down in `docs/PROTOCOL.md`.
+
+mod client;
+mod code;
+mod server;
+
+pub use client::*;
+pub use code::Code;
+pub use server::*;
+
+use core::fmt;
+
+use crate::frame::{self, EncodeError, FrameError};
+
+/// The protocol version this core speaks, sent in `hi`.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 64;
+
+/// Why a packet could not be encoded or decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The output buffer is too small for the frame.
+    BufferTooSmall,
+    /// The body ended in the middle of a packet.
+    Truncated,
+    /// The body is not a valid packet: unknown kind, bad varint, invalid UTF-8 or enum tag.
+    Malformed,
+    /// A whole packet was read but bytes were left over.
+    TrailingBytes,
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CodecError::BufferTooSmall => "output buffer too small for the frame",
+            CodecError::Truncated => "packet truncated",
+            CodecError::Malformed => "malformed packet",
+            CodecError::TrailingBytes => "trailing bytes after the packet",
+        })
+    }
+}
+
+impl core::error::Error for CodecError {}
+
+impl CodecError {
+    /// The `ctrl` code a gateway answers this decoding error with.
+    pub const fn code(self) -> Code {
+        Code::MALFORMED
+    }
+}
+
+impl From<postcard::Error> for CodecError {
+    fn from(e: postcard::Error) -> Self {
+        match e {
+            postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
+            postcard::Error::SerializeBufferFull => CodecError::BufferTooSmall,
+            _ => CodecError::Malformed,
+        }
+    }
+}
+
+fn encode_frame<T: serde::Serialize>(packet: &T, out: &mut [u8]) -> Result<usize, CodecError> {
+    frame::encode_frame_with(out, |body| {
+        postcard::to_slice(packet, body).map(|written| written.len())
+    })
+    .map_err(|e| match e {
+        EncodeError::Frame(FrameError::BufferTooSmall { .. }) => CodecError::BufferTooSmall,
+        EncodeError::Frame(_) => CodecError::Malformed,
+        EncodeError::Body(e) => CodecError::from(e),
+    })
+}
+
+fn decode_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, CodecError> {
+    let (packet, rest) = postcard::take_from_bytes(body)?;
+    if rest.is_empty() {
+        Ok(packet)
+    } else {
+        Err(CodecError::TrailingBytes)
+    }
+}
+
+/// Writes `packet` as one frame into `out`; returns the frame length.
+pub fn encode_client(packet: &ClientPacket<'_>, out: &mut [u8]) -> Result<usize, CodecError> {
+    encode_frame(packet, out)
+}
+
+/// Writes `packet` as one frame into `out`; returns the frame length.
+pub fn encode_server(packet: &ServerPacket<'_>, out: &mut [u8]) -> Result<usize, CodecError> {
+    encode_frame(packet, out)
+}
+
+/// Writes only the postcard body of `packet` (no frame) into `out`; returns its length.
+pub fn encode_client_body(packet: &ClientPacket<'_>, out: &mut [u8]) -> Result<usize, CodecError> {
+    Ok(postcard::to_slice(packet, out)?.len())
+}
+
+/// Writes only the postcard body of `packet` (no frame) into `out`; returns its length.
+pub fn encode_server_body(packet: &ServerPacket<'_>, out: &mut [u8]) -> Result<usize, CodecError> {
+    Ok(postcard::to_slice(packet, out)?.len())
+}
+
+/// Parses a frame body as a client packet, borrowing from `body`.
+pub fn decode_client(body: &[u8]) -> Result<ClientPacket<'_>, CodecError> {
+    decode_body(body)
+}
+
+/// Parses a frame body as a server packet, borrowing from `body`.
+pub fn decode_server(body: &[u8]) -> Result<ServerPacket<'_>, CodecError> {
+    decode_body(body)
+}
+
+/// Checks the version a client sent in `hi`: [`Code::VERSION_NOT_SUPPORTED`] for any other than
+/// [`PROTOCOL_VERSION`].
+pub const fn check_version(ver: u16) -> Result<(), Code> {
+    if ver == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(Code::VERSION_NOT_SUPPORTED)
+    }
+}
+
+/// Checks a topic name: 1 to [`MAX_TOPIC_LEN`] bytes of ASCII letters, digits, `_` and `-`.
+pub fn check_topic(topic: &str) -> Result<(), Code> {
+    let ok = !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok { Ok(()) } else { Err(Code::MALFORMED) }
+}
+
+#[cfg(test)]
+mod vectors;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_pub_round_trips_through_a_frame_without_copying_its_content() {
+        let content = b"hello, customer";
+        let p = ClientPacket::Pub(Pub {
+            id: 7,
+            topic: "cnsabc",
+            msg_id: crate::id::MsgId::from_bytes([9; 16]),
+            head: Head::default(),
+            content,
+        });
+        let mut buf = [0u8; 128];
+        let n = encode_client(&p, &mut buf).unwrap();
+        let (body, used) = frame::decode_frame(&buf[..n], 1024).unwrap();
+        assert_eq!(used, n);
+        let back = decode_client(body).unwrap();
+        assert_eq!(back, p);
+        let ClientPacket::Pub(view) = back else {
+            panic!("not a pub")
+        };
+        // The content is a view into the frame buffer, not a copy.
+        let start = body.as_ptr() as usize;
+        let at = view.content.as_ptr() as usize;
+        assert!(at >= start && at + view.content.len() <= start + body.len());
+    }
+
+    #[test]
+    fn decoding_refuses_truncated_unknown_and_trailing_input() {
+        let mut body = [0u8; 64];
+        let n = encode_client_body(
+            &ClientPacket::Ack(Ack {
+                topic: "grp1",
+                seq: 300,
+            }),
+            &mut body,
+        )
+        .unwrap();
+        for cut in 0..n {
+            assert_eq!(
+                decode_client(&body[..cut]),
+                Err(CodecError::Truncated),
+                "cut at {cut}"
+            );
+        }
+        let mut long = body;
+        long[n] = 0;
+        assert_eq!(
+            decode_client(&long[..n + 1]),
+            Err(CodecError::TrailingBytes)
+        );
+        assert_eq!(
+            decode_client(&[99]),
+            Err(CodecError::Malformed),
+            "unknown packet kind"
+        );
+        assert_eq!(
+            decode_server(&[5]),
+            Err(CodecError::Malformed),
+            "unknown packet kind"
+        );
+        // A string with invalid UTF-8: ack { topic: [0xff], seq: 1 }
+        assert_eq!(decode_client(&[11, 1, 0xff, 1]), Err(CodecError::Malformed));
+    }
+
+    #[test]
+    fn a_too_small_buffer_is_an_error_not_a_panic() {
+        // note{topic "grp1", kp, 0}: an 8-byte body plus 11 bytes of framing.
+        let p = ClientPacket::Note(Note {
+            topic: "grp1",
+            what: NoteWhat::Kp,
+            seq: 0,
+        });
+        let mut buf = [0u8; 32];
+        for size in 0..19 {
+            assert_eq!(
+                encode_client(&p, &mut buf[..size]),
+                Err(CodecError::BufferTooSmall),
+                "size {size}"
+            );
+        }
+        assert_eq!(encode_client(&p, &mut buf[..19]), Ok(19));
+    }
+
+    #[test]
+    fn versions_and_topic_names_are_checked() {
+        assert_eq!(check_version(PROTOCOL_VERSION), Ok(()));
+        assert_eq!(check_version(0), Err(Code::VERSION_NOT_SUPPORTED));
+        assert_eq!(check_version(2), Err(Code::VERSION_NOT_SUPPORTED));
+        assert_eq!(check_topic("usrAlice_2-x"), Ok(()));
+        assert_eq!(check_topic(""), Err(Code::MALFORMED));
+        assert_eq!(check_topic("a b"), Err(Code::MALFORMED));
+        assert_eq!(check_topic(&"t".repeat(65)), Err(Code::MALFORMED));
+    }
+
+    #[test]
+    fn request_ids_names_and_topics_are_exposed() {
+        let p = ClientPacket::Get(Get {
+            id: 4,
+            topic: "me",
+            what: GetWhat::Subs,
+        });
+        assert_eq!(
+            (p.req_id(), p.name(), p.topic()),
+            (Some(4), "get", Some("me"))
+        );
+        let n = ClientPacket::Note(Note {
+            topic: "t",
+            what: NoteWhat::Read,
+            seq: 3,
+        });
+        assert_eq!(n.req_id(), None);
+        let s = ServerPacket::ctrl(9, Code::POLICY, "t");
+        assert_eq!(s.name(), "ctrl");
+    }
+
+    fn arb_str() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 _\\-\u{4e00}-\u{4e10}]{0,24}"
+    }
+
+    proptest! {
+        #[test]
+        fn any_pub_round_trips(id in any::<u32>(), topic in arb_str(), bytes in any::<[u8; 16]>(),
+                               mime in arb_str(), reply in any::<Option<u64>>(),
+                               content in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let p = ClientPacket::Pub(Pub {
+                id, topic: &topic, msg_id: crate::id::MsgId::from_bytes(bytes),
+                head: Head { mime: &mime, reply_to: reply }, content: &content,
+            });
+            let mut buf = [0u8; 512];
+            let n = encode_client(&p, &mut buf).unwrap();
+            let (body, _) = frame::decode_frame(&buf[..n], 512).unwrap();
+            prop_assert_eq!(decode_client(body).unwrap(), p);
+        }
+
+        #[test]
+        fn any_data_round_trips(seq in any::<u64>(), ts in any::<u64>(), topic in arb_str(),
+                                from in arb_str(), content in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let p = ServerPacket::Data(Data {
+                topic: &topic, seq, msg_id: crate::id::MsgId::from_bytes([1; 16]), from: &from, ts,
+                head: Head::default(), content: &content,
+            });
+            let mut buf = [0u8; 512];
+            let n = encode_server_body(&p, &mut buf).unwrap();
+            prop_assert_eq!(decode_server(&buf[..n]).unwrap(), p);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_client(&bytes);
+            let _ = decode_server(&bytes);
+        }
+    }
+}
