@@ -43,8 +43,10 @@ pub enum AckOutcome {
     Advanced(u64),
     /// At or below the current mark: a late or duplicate ack, ignored.
     Stale,
-    /// Above what was ever pushed: a confused or hostile client; ignored (caller may answer 400).
-    BeyondSent,
+    /// Above the topic's latest seq: a confused or hostile client; ignored (caller may answer
+    /// 400). An ack above what this window pushed but within the topic is valid: the subscriber
+    /// may have pulled the messages with `get`.
+    BeyondLatest,
 }
 
 impl fmt::Display for AckOutcome {
@@ -52,7 +54,7 @@ impl fmt::Display for AckOutcome {
         match self {
             AckOutcome::Advanced(n) => write!(f, "ack advanced the mark by {n}"),
             AckOutcome::Stale => f.write_str("ack at or below the mark, ignored"),
-            AckOutcome::BeyondSent => f.write_str("ack above anything pushed, ignored"),
+            AckOutcome::BeyondLatest => f.write_str("ack above the topic's latest seq, ignored"),
         }
     }
 }
@@ -68,7 +70,7 @@ pub struct DeliveryWindow {
     acked: u64,
     /// Highest seq pushed on the current pass (goes back to `acked` on timeout / reconnect).
     sent: u64,
-    /// Highest seq ever pushed; acks above it are refused.
+    /// Highest seq ever pushed or acked.
     pushed_max: u64,
     /// Window size, taken from the config given to `new` / `on_reconnect`.
     window: u64,
@@ -144,15 +146,23 @@ impl DeliveryWindow {
     /// A cumulative ack from the subscriber. Advancing rearms the timer (now + base rto, rto reset)
     /// if anything is still in flight, disarms it otherwise.
     ///
-    /// An ack for seqs pushed before a go-back (above the current cursor but not above anything
-    /// ever pushed) is accepted: the subscriber holds them, so they need not be pushed again.
-    pub fn on_ack(&mut self, now: Instant, cfg: &DeliveryConfig, seq: u64) -> AckOutcome {
+    /// `latest` is the topic's latest seq. An ack above the current cursor (seqs pushed before
+    /// a go-back, or pulled by the subscriber with `get`) is accepted: the subscriber holds
+    /// them, so they need not be pushed again.
+    pub fn on_ack(
+        &mut self,
+        now: Instant,
+        cfg: &DeliveryConfig,
+        seq: u64,
+        latest: u64,
+    ) -> AckOutcome {
         if seq <= self.acked {
             return AckOutcome::Stale;
         }
-        if seq > self.pushed_max {
-            return AckOutcome::BeyondSent;
+        if seq > latest {
+            return AckOutcome::BeyondLatest;
         }
+        self.pushed_max = self.pushed_max.max(seq);
         let advanced = seq - self.acked;
         self.acked = seq;
         self.sent = self.sent.max(seq);
@@ -204,6 +214,9 @@ impl DeliveryWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A topic latest seq above anything the tests push.
+    const LATEST: u64 = 1_000;
     use proptest::prelude::*;
     use std::vec::Vec;
 
@@ -240,28 +253,31 @@ mod tests {
         let cfg = cfg(4);
         let mut d = DeliveryWindow::new(0, &cfg);
         d.poll_push(ms(0), 10);
-        assert_eq!(d.on_ack(ms(100), &cfg, 3), AckOutcome::Advanced(3));
+        assert_eq!(d.on_ack(ms(100), &cfg, 3, LATEST), AckOutcome::Advanced(3));
         assert_eq!(d.acked(), 3);
         assert_eq!(d.poll_timeout(), Some(ms(1_100)));
         assert_eq!(d.poll_push(ms(100), 10), range(5, 7));
-        assert_eq!(d.on_ack(ms(200), &cfg, 7), AckOutcome::Advanced(4));
+        assert_eq!(d.on_ack(ms(200), &cfg, 7, LATEST), AckOutcome::Advanced(4));
         assert_eq!(d.in_flight(), 0);
         assert_eq!(d.poll_timeout(), None, "nothing in flight");
     }
 
     #[test]
-    fn stale_and_beyond_sent_acks_are_ignored() {
+    fn stale_acks_and_acks_beyond_the_topic_are_ignored() {
         let cfg = cfg(4);
         let mut d = DeliveryWindow::new(5, &cfg);
         d.poll_push(ms(0), 20);
-        assert_eq!(d.on_ack(ms(1), &cfg, 5), AckOutcome::Stale);
-        assert_eq!(d.on_ack(ms(1), &cfg, 0), AckOutcome::Stale);
-        assert_eq!(d.on_ack(ms(1), &cfg, 10), AckOutcome::BeyondSent);
-        assert_eq!(d.on_ack(ms(1), &cfg, u64::MAX), AckOutcome::BeyondSent);
+        assert_eq!(d.on_ack(ms(1), &cfg, 5, LATEST), AckOutcome::Stale);
+        assert_eq!(d.on_ack(ms(1), &cfg, 0, LATEST), AckOutcome::Stale);
+        assert_eq!(d.on_ack(ms(1), &cfg, 21, 20), AckOutcome::BeyondLatest);
+        assert_eq!(
+            d.on_ack(ms(1), &cfg, u64::MAX, 20),
+            AckOutcome::BeyondLatest
+        );
         assert_eq!(d.acked(), 5);
         assert_eq!(d.sent(), 9);
-        assert_eq!(d.on_ack(ms(1), &cfg, 9), AckOutcome::Advanced(4));
-        assert_eq!(d.on_ack(ms(2), &cfg, 8), AckOutcome::Stale);
+        assert_eq!(d.on_ack(ms(1), &cfg, 9, LATEST), AckOutcome::Advanced(4));
+        assert_eq!(d.on_ack(ms(2), &cfg, 8, LATEST), AckOutcome::Stale);
     }
 
     #[test]
@@ -288,7 +304,10 @@ mod tests {
         assert!(d.handle_timeout(ms(6_000), &cfg));
         assert_eq!((d.rto(), d.retransmits()), (Duration::from_secs(3), 3));
         d.poll_push(ms(6_000), 5);
-        assert_eq!(d.on_ack(ms(6_100), &cfg, 2), AckOutcome::Advanced(2));
+        assert_eq!(
+            d.on_ack(ms(6_100), &cfg, 2, LATEST),
+            AckOutcome::Advanced(2)
+        );
         assert_eq!(d.rto(), Duration::from_secs(1), "progress resets the rto");
         assert_eq!(d.poll_timeout(), Some(ms(7_100)));
     }
@@ -299,7 +318,10 @@ mod tests {
         let mut d = DeliveryWindow::new(0, &cfg);
         d.poll_push(ms(0), 6);
         assert!(d.handle_timeout(ms(1_000), &cfg));
-        assert_eq!(d.on_ack(ms(1_001), &cfg, 6), AckOutcome::Advanced(6));
+        assert_eq!(
+            d.on_ack(ms(1_001), &cfg, 6, LATEST),
+            AckOutcome::Advanced(6)
+        );
         assert_eq!((d.acked(), d.sent(), d.in_flight()), (6, 6, 0));
         assert_eq!(d.poll_push(ms(1_001), 6), None);
     }
@@ -313,11 +335,22 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_for_messages_the_subscriber_pulled_moves_the_window_on() {
+        let cfg = cfg(4);
+        let mut d = DeliveryWindow::new(0, &cfg);
+        assert_eq!(d.poll_push(ms(0), 100), range(1, 4));
+        // The subscriber filled seqs 5..=60 with a pull and acks all of it.
+        assert_eq!(d.on_ack(ms(10), &cfg, 60, 100), AckOutcome::Advanced(60));
+        assert_eq!(d.in_flight(), 0);
+        assert_eq!(d.poll_push(ms(10), 100), range(61, 64));
+    }
+
+    #[test]
     fn reconnect_resumes_from_the_mark() {
         let cfg = cfg(8);
         let mut d = DeliveryWindow::new(10, &cfg);
         d.poll_push(ms(0), 30);
-        d.on_ack(ms(1), &cfg, 12);
+        d.on_ack(ms(1), &cfg, 12, LATEST);
         d.handle_timeout(ms(2_000), &cfg);
         d.poll_push(ms(2_000), 30);
         d.on_reconnect(&cfg);
@@ -343,7 +376,7 @@ mod tests {
         assert!(d.handle_timeout(Instant::NEVER, &cfg));
         assert_eq!(d.rto(), Duration::MAX);
         assert_eq!(
-            d.on_ack(Instant::NEVER, &cfg, u64::MAX),
+            d.on_ack(Instant::NEVER, &cfg, u64::MAX, u64::MAX),
             AckOutcome::Advanced(2)
         );
         assert_eq!(d.poll_push(Instant::NEVER, u64::MAX), None);
@@ -411,12 +444,11 @@ mod tests {
                     }
                     Op::Ack(n) => {
                         let seq = start + n % 40;
-                        let outcome = d.on_ack(now, &cfg, seq);
-                        let max_pushed = pushed.iter().copied().max().unwrap_or(start);
+                        let outcome = d.on_ack(now, &cfg, seq, latest);
                         let expected = if seq <= acked_before {
                             AckOutcome::Stale
-                        } else if seq > max_pushed {
-                            AckOutcome::BeyondSent
+                        } else if seq > latest {
+                            AckOutcome::BeyondLatest
                         } else {
                             AckOutcome::Advanced(seq - acked_before)
                         };

@@ -10,6 +10,9 @@ use crate::proto::{
 use crate::time::Instant;
 
 use super::config::label;
+/// Pool slots kept free of out-of-order arrivals, beyond the outbox's capacity.
+const ARRIVING_RESERVE: usize = 8;
+
 use super::{
     Attach, Body, Command, EVENT_SLACK, Engine, EngineError, Event, Handshake, Pull, ReqKind,
     SessionState,
@@ -23,8 +26,10 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     pub(super) fn process_frames(&mut self, now: Instant) -> bool {
         loop {
             if self.events.capacity() - self.events.len() <= EVENT_SLACK {
+                self.input_stalled = true;
                 return false;
             }
+            self.input_stalled = false;
             let body = match self.deframer.next_frame() {
                 None => return true,
                 Some(Err(_)) => {
@@ -76,7 +81,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 && let Some(id) = self.outbox.on_ack(c.id)
             {
                 self.stats.acked += 1;
-                self.confirm_own(now, &id, seq, Some(ts));
+                self.confirm_own(&id, seq, Some(ts));
             }
         } else if c.code.is_client_error()
             && c.code != Code::RATE_LIMITED
@@ -127,20 +132,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 }
             }
             ReqKind::Sub(topic) => self.on_sub_reply(now, topic, c),
-            ReqKind::Pull(topic, range) => {
+            ReqKind::Pull(topic, _) => {
+                // The pulled `data` may still be on its way (or lost): never infer from the
+                // answer that a seq does not exist. Holes left open are pulled again.
                 if let Some(t) = self.topics.get_mut(usize::from(topic)) {
                     t.pull = Pull::Idle;
-                    if ok {
-                        // Whatever the gateway did not send in the range no longer exists
-                        // (deleted): count it as held so the mark can move past it.
-                        let mut seq = range.first;
-                        while seq <= range.last && seq <= t.latest {
-                            if !t.recv.is_held(seq) {
-                                t.recv.on_seq(seq);
-                            }
-                            seq += 1;
-                        }
-                    }
                 }
                 self.pump(topic);
                 self.schedule_pull(now, topic);
@@ -152,6 +148,16 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                         topic,
                         matches: local == remote,
                     });
+                }
+                self.push_event(Event::Reply {
+                    req: c.id,
+                    code: c.code,
+                    topic: Some(topic),
+                });
+            }
+            ReqKind::History(topic) => {
+                if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+                    t.history = None;
                 }
                 self.push_event(Event::Reply {
                     req: c.id,
@@ -220,8 +226,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     }
 
     /// The gateway stored one of our own messages at `seq`.
-    fn confirm_own(&mut self, now: Instant, id: &MsgId, seq: u64, ts: Option<u64>) {
-        let _ = now;
+    ///
+    /// The seq is recorded as held at once where the receive window allows, so the push of the
+    /// same message is a duplicate; beyond the window, the push is recognised by the engine's
+    /// id tag even after the pool evicted the message.
+    fn confirm_own(&mut self, id: &MsgId, seq: u64, ts: Option<u64>) {
         let Some(slot) = self.pool.find_id(id) else {
             return;
         };
@@ -238,6 +247,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         if let (Some(ts), Some(body)) = (ts, self.pool.data_mut(slot)) {
             body.ts = ts;
         }
+        let Some(t) = self.topics.get_mut(usize::from(topic)) else {
+            return;
+        };
+        t.latest = t.latest.max(seq);
+        // Held from now on: the push of the same message will be a duplicate.
+        t.recv.on_seq(seq);
         let state = MessageState::Sent;
         self.push_event(Event::MessageChanged {
             topic,
@@ -245,9 +260,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             state,
             seq: Some(seq),
         });
-        if let Some(t) = self.topics.get_mut(usize::from(topic)) {
-            t.latest = t.latest.max(seq);
-        }
+        self.pump(topic);
         self.update_unread(topic);
     }
 
@@ -264,10 +277,16 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             let awaiting = self.pool.get(slot).is_some_and(|e| !e.key.is_stored());
             if awaiting {
                 self.outbox.cancel(&d.msg_id);
-                self.confirm_own(now, &d.msg_id, d.seq, Some(d.ts));
+                self.confirm_own(&d.msg_id, d.seq, Some(d.ts));
             } else {
                 self.stats.duplicates += 1;
             }
+            self.record_arrival(now, topic, d.seq);
+            return;
+        }
+        // Our own message, confirmed and since evicted from the pool: already shown.
+        if d.msg_id.tag() == self.id_tag && d.from == self.user.as_str() {
+            self.stats.duplicates += 1;
             self.record_arrival(now, topic, d.seq);
             return;
         }
@@ -276,11 +295,22 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         };
         t.latest = t.latest.max(d.seq);
         if d.seq <= t.recv.mark() || t.recv.is_held(d.seq) {
-            if self.pool.find_seq(topic, d.seq).is_some() || d.seq > t.emitted {
-                self.stats.duplicates += 1;
-            } else {
+            let asked = t.history.is_some_and(|h| h.contains(d.seq));
+            if asked && d.seq <= t.emitted && self.pool.find_seq(topic, d.seq).is_none() {
                 self.add_history(topic, d);
+            } else {
+                self.stats.duplicates += 1;
             }
+            return;
+        }
+        // Messages above a hole may fill the pool only so far that the outbox and the next
+        // in-order message always find room: otherwise held messages could block the very
+        // message that would release them.
+        let in_order = d.seq == t.recv.mark() + 1;
+        if !in_order && self.arriving + O + ARRIVING_RESERVE >= N {
+            self.stats.no_room += 1; // dropped for now; it is pushed or pulled again
+            t.recv.note_latest(d.seq);
+            self.schedule_pull(now, topic);
             return;
         }
         let wanted = self.cfg.filter.is_none_or(|f| f(d));
@@ -295,8 +325,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 .insert(d.msg_id, topic, key, MessageState::Arriving, body)
                 .is_err()
             {
-                return; // no room: not recorded, so it will be pushed or pulled again
+                // No room: not recorded, so it will be pushed or pulled again.
+                self.stats.no_room += 1;
+                return;
             }
+            self.arriving += 1;
         } else {
             self.stats.filtered += 1;
         }
@@ -311,8 +344,14 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         match t.recv.on_seq(seq) {
             Arrival::TooFar => {
                 t.recv.note_latest(seq);
-                if let Some(slot) = self.pool.find_seq(topic, seq) {
+                if let Some(slot) = self.pool.find_seq(topic, seq)
+                    && self
+                        .pool
+                        .get(slot)
+                        .is_some_and(|e| e.state == MessageState::Arriving)
+                {
                     self.pool.remove(slot);
+                    self.arriving = self.arriving.saturating_sub(1);
                 }
             }
             Arrival::Duplicate => self.stats.duplicates += 1,
@@ -380,6 +419,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             if state != MessageState::Arriving {
                 continue; // our own message, already shown
             }
+            self.arriving = self.arriving.saturating_sub(1);
             let new_state = if outgoing {
                 MessageState::Sent
             } else {

@@ -51,7 +51,7 @@ use crate::order::SeqRange;
 use crate::outbox::{Outbox, OutboxError};
 use crate::pool::{FailReason, MessageState, OrderKey, Pool, TopicKey};
 use crate::proto::{AgentStatus, Code, GetWhat, Head, NoteWhat, ReqId, check_topic};
-use crate::rng::SplitMix64;
+use crate::rng::{Rng, SplitMix64};
 use crate::time::{Instant, earliest};
 
 /// How many events the engine queues before it stops reading input.
@@ -130,6 +130,7 @@ enum ReqKind {
     Sub(TopicKey),
     Pull(TopicKey, SeqRange),
     Digest(TopicKey),
+    History(TopicKey),
     /// Made by the application: answered with [`Event::Reply`].
     App,
 }
@@ -225,6 +226,8 @@ pub struct EngineStats {
     pub pulls: u64,
     /// Frames or packets from the gateway that could not be read.
     pub bad_input: u64,
+    /// Received messages turned away for lack of pool room (they come again).
+    pub no_room: u64,
 }
 
 /// The client session state machine.
@@ -244,6 +247,12 @@ pub struct Engine<const N: usize, const C: usize, const T: usize, const O: usize
     pool: Pool<Body<C>, N>,
     topics: Vec<Topic, T>,
     deframer: Deframer<F>,
+    /// Frames wait in the deframer because the event queue was full.
+    input_stalled: bool,
+    /// Received messages held in the pool while an earlier seq is missing.
+    arriving: usize,
+    /// Tag in the ids this engine makes (see [`MsgId::generate_tagged`]).
+    id_tag: u32,
     events: Deque<Event, EVENT_QUEUE>,
     commands: Deque<Command, 4>,
     requests: Vec<Request, MAX_REQUESTS>,
@@ -262,11 +271,14 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     /// choice (message ids, jitter): give it real entropy in production, a fixed value in tests.
     pub fn new(now: Instant, cfg: EngineConfig, seed: u64) -> Self {
         let wall = cfg.wall_ms_at_zero;
+        let mut rng = SplitMix64::new(seed);
+        let id_tag = rng.next_u64() as u32;
         Engine {
+            id_tag,
             reconnect: Reconnect::new(now),
             keepalive: Keepalive::new(now),
             cfg,
-            rng: SplitMix64::new(seed),
+            rng,
             state: SessionState::Offline,
             error: None,
             handshake: Handshake::Done,
@@ -275,6 +287,8 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             pool: Pool::new(),
             topics: Vec::new(),
             deframer: Deframer::new(),
+            input_stalled: false,
+            arriving: 0,
             events: Deque::new(),
             commands: Deque::new(),
             requests: Vec::new(),
@@ -388,6 +402,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         self.keepalive = Keepalive::new(now);
         self.ping_due = false;
         self.deframer.reset();
+        self.input_stalled = false;
         self.handshake = Handshake::SendHi;
         self.set_state(SessionState::Handshake);
     }
@@ -520,7 +535,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let topic = self.subscribe(topic_name)?;
         let content = Vec::from_slice(content).map_err(|_| EngineError::TooLarge)?;
         let mime = Label::try_from(head.mime).map_err(|_| EngineError::TooLarge)?;
-        let id = MsgId::generate(self.wall_ms(now), &mut self.rng);
+        let id = MsgId::generate_tagged(self.wall_ms(now), self.id_tag, &mut self.rng);
         let body = Body {
             from: self.user.clone(),
             outgoing: true,
@@ -658,18 +673,28 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             .map(|(_, e)| e.key.seq)
             .unwrap_or(t.latest.max(t.emitted).saturating_add(1));
         let since = oldest.saturating_sub(u64::from(limit)).max(1);
+        if since >= oldest {
+            return Err(EngineError::NoSuchMessage);
+        }
         let req = self.alloc_req();
         let what = GetWhat::Data {
             since,
             before: oldest,
             limit,
         };
+        let kind = ReqKind::History(topic);
         self.queue_outgoing(Outgoing::Get {
             req,
             topic,
             what,
-            kind: ReqKind::App,
+            kind,
         })?;
+        if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+            t.history = Some(SeqRange {
+                first: since,
+                last: oldest - 1,
+            });
+        }
         Ok(req)
     }
 
@@ -747,15 +772,13 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             for r in &self.requests {
                 at = earliest(at, Some(r.deadline));
             }
-            for t in &self.topics {
+            for t in self.topics.iter().filter(|t| t.attach == Attach::Attached) {
                 at = earliest(at, t.acks.poll_timeout());
                 if let Pull::Holding { until } = t.pull {
                     at = earliest(at, Some(until));
                 }
             }
-            if self.deframer.buffered() > 0
-                && self.events.capacity() - self.events.len() > EVENT_SLACK
-            {
+            if self.input_stalled && self.events.capacity() - self.events.len() > EVENT_SLACK {
                 at = earliest(at, Some(self.last_now));
             }
         }
@@ -857,13 +880,22 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let online = self.is_connected();
         self.outbox.on_disconnect();
         self.deframer.reset();
+        self.input_stalled = false;
         self.handshake = Handshake::Done;
         self.ping_due = false;
         for t in self.topics.iter_mut() {
             t.on_disconnect(now);
         }
         for r in core::mem::take(&mut self.requests) {
-            if r.kind == ReqKind::App || matches!(r.kind, ReqKind::Digest(_)) {
+            if let ReqKind::History(topic) = r.kind
+                && let Some(t) = self.topics.get_mut(usize::from(topic))
+            {
+                t.history = None;
+            }
+            if matches!(
+                r.kind,
+                ReqKind::App | ReqKind::Digest(_) | ReqKind::History(_)
+            ) {
                 self.push_event(Event::Reply {
                     req: r.req,
                     code: Code::UNAVAILABLE,
@@ -901,7 +933,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                     }
                     self.schedule_pull(now, topic);
                 }
-                ReqKind::App | ReqKind::Digest(_) => {
+                ReqKind::App | ReqKind::Digest(_) | ReqKind::History(_) => {
+                    if let ReqKind::History(topic) = r.kind
+                        && let Some(t) = self.topics.get_mut(usize::from(topic))
+                    {
+                        t.history = None;
+                    }
                     self.push_event(Event::Reply {
                         req: r.req,
                         code: Code::TIMEOUT,

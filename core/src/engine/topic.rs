@@ -77,6 +77,9 @@ pub struct Topic {
     pub pull: Pull,
     /// When the last typing note went out.
     pub last_typing: Option<Instant>,
+    /// Seqs of a history page the application asked for: only these may enter as history
+    /// (anything else at or below the mark is a re-push of a message already shown).
+    pub history: Option<SeqRange>,
 }
 
 impl Topic {
@@ -97,6 +100,7 @@ impl Topic {
             local: 0,
             pull: Pull::Idle,
             last_typing: None,
+            history: None,
         }
     }
 
