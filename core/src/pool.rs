@@ -1073,6 +1073,53 @@ mod tests {
     }
 
     #[test]
+    fn eviction_finds_its_victim_behind_many_messages_that_stay_and_in_any_topic() {
+        let mut pool: Pool<(), 12> = Pool::new();
+        let failed = MessageState::Failed(FailReason::TimedOut);
+        // Topic 5 starts with more failed messages than the victim fast path looks at.
+        for n in 1..=6 {
+            pool.insert(id(n), 5, OrderKey::pending(0, n), failed, ())
+                .unwrap();
+        }
+        for (n, topic, seq) in [
+            (7, 5, 1),
+            (8, 9, 1),
+            (9, 2, 1),
+            (10, 5, 2),
+            (11, 9, 2),
+            (12, 2, 2),
+        ] {
+            pool.insert(id(n), topic, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        let mut put = |n: u32, topic: TopicKey, key: OrderKey, state: MessageState| {
+            pool.insert(id(n), topic, key, state, ()).unwrap().evicted
+        };
+        // The new message's topic sorts before the victim's, then after it.
+        assert_eq!(put(13, 2, OrderKey::stored(3), RECV), Some((id(7), 5)));
+        assert_eq!(put(14, 9, OrderKey::stored(3), RECV), Some((id(8), 9)));
+        // Not the newest of its topic: it goes before the topic's last message.
+        assert_eq!(put(15, 5, OrderKey::stored(1), RECV), Some((id(9), 2)));
+        // A key equal to an existing one goes after it.
+        let queued = MessageState::Queued;
+        assert_eq!(
+            put(16, 5, OrderKey::pending(0, 6), queued),
+            Some((id(10), 5))
+        );
+
+        assert_eq!(ids(&pool, 2), vec![id(12), id(13)]);
+        assert_eq!(ids(&pool, 9), vec![id(11), id(14)]);
+        let five = [1, 2, 3, 4, 5, 6, 16, 15].map(id);
+        assert_eq!(ids(&pool, 5), five.to_vec());
+        for n in 1..=16 {
+            let gone = [7, 8, 9, 10].contains(&n);
+            assert_eq!(pool.find_id(&id(n)).is_none(), gone, "message {n}");
+        }
+        assert_eq!(pool.find_seq(5, 1), pool.find_id(&id(15)));
+        assert!(pool.find_seq(5, 2).is_none());
+    }
+
+    #[test]
     fn a_refused_insert_evicts_nothing() {
         let mut pool: Pool<(), 2> = Pool::new();
         pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
@@ -1421,7 +1468,7 @@ mod tests {
 
     fn state_of(n: u8) -> MessageState {
         use MessageState::*;
-        match n % 8 {
+        match n % 9 {
             0 => Queued,
             1 => Sending,
             2 => Sent,
@@ -1429,6 +1476,7 @@ mod tests {
             4 => Read,
             5 => Failed(FailReason::TimedOut),
             6 => Failed(FailReason::Refused { code: 413 }),
+            7 => Arriving,
             _ => Received,
         }
     }
