@@ -276,17 +276,17 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         if let Some(slot) = self.pool.find_id(&d.msg_id) {
             let awaiting = self.pool.get(slot).is_some_and(|e| !e.key.is_stored());
             if awaiting {
+                // The first copy of it: confirming records the seq, nothing is a duplicate.
                 self.outbox.cancel(&d.msg_id);
                 self.confirm_own(&d.msg_id, d.seq, Some(d.ts));
+                self.schedule_pull(now, topic);
             } else {
-                self.stats.duplicates += 1;
+                self.record_arrival(now, topic, d.seq);
             }
-            self.record_arrival(now, topic, d.seq);
             return;
         }
         // Our own message, confirmed and since evicted from the pool: already shown.
         if d.msg_id.tag() == self.id_tag && d.from == self.user.as_str() {
-            self.stats.duplicates += 1;
             self.record_arrival(now, topic, d.seq);
             return;
         }

@@ -449,6 +449,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 break;
             }
         }
+        self.flush_unread();
         taken
     }
 
@@ -473,6 +474,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             self.process_frames(now);
         }
         self.report_give_ups(now);
+        self.flush_unread();
     }
 
     // ----- commands ------------------------------------------------------------------------
@@ -634,7 +636,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             what: NoteWhat::Read,
             seq,
         })?;
-        self.update_unread(topic);
+        self.recount_unread(topic);
         Ok(())
     }
 
@@ -753,6 +755,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         {
             t.queued_events = t.queued_events.saturating_sub(1);
             t.handed = t.handed.max(seq);
+            if t.queued_events == 0 {
+                t.handed = t.handed.max(t.emitted);
+            }
+            // The application has it now: an ack is owed, due within the ack delay.
+            t.acks.on_advance(self.last_now, &self.cfg.ack, t.handed);
         }
         self.pump_all();
         Some(ev)
@@ -978,7 +985,25 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     }
 
     /// Recomputes a topic's unread count and reports a change.
+    /// Marks a topic's unread count for recounting at the end of the current input (one walk
+    /// over the topic per batch of frames, not one per message).
     fn update_unread(&mut self, topic: TopicKey) {
+        if let Some(t) = self.topics.get_mut(usize::from(topic)) {
+            t.unread_dirty = true;
+        }
+    }
+
+    /// Recounts the unread messages of every topic marked dirty, reporting changes.
+    fn flush_unread(&mut self) {
+        for i in 0..self.topics.len() {
+            if self.topics[i].unread_dirty {
+                self.topics[i].unread_dirty = false;
+                self.recount_unread(i as TopicKey);
+            }
+        }
+    }
+
+    fn recount_unread(&mut self, topic: TopicKey) {
         let Some(t) = self.topics.get(usize::from(topic)) else {
             return;
         };

@@ -71,6 +71,8 @@ pub struct Topic {
     pub read: u64,
     /// Unread count last reported to the application.
     pub unread: u64,
+    /// The unread count must be recounted.
+    pub unread_dirty: bool,
     /// Counter for virtual seqs of outgoing messages.
     pub local: u32,
     /// Gap pulling state.
@@ -97,6 +99,7 @@ impl Topic {
             latest: 0,
             read: 0,
             unread: 0,
+            unread_dirty: false,
             local: 0,
             pull: Pull::Idle,
             last_typing: None,
