@@ -31,6 +31,9 @@ fn codec(c: &mut Criterion) {
     });
     let n = encode_client(&packet, &mut buf).unwrap();
     let frame = buf[..n].to_vec();
+    g.bench_function("deframe_pub_100b_checks_only", |b| {
+        b.iter(|| black_box(decode_frame(black_box(&frame), 4096).unwrap()))
+    });
     g.bench_function("decode_pub_100b", |b| {
         b.iter(|| {
             let (body, _) = decode_frame(black_box(&frame), 4096).unwrap();
