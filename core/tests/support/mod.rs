@@ -81,7 +81,7 @@ pub struct Totals {
     pub stored: u64,
     pub delivered: u64,
     pub gave_up: u64,
-    pub gave_up_but_stored: u64,
+    pub gave_up_then_stored: u64,
     pub duplicates_dropped: u64,
     pub dup_pubs: u64,
     pub retransmits: u64,
@@ -97,7 +97,7 @@ impl Totals {
         self.stored += o.stored;
         self.delivered += o.delivered;
         self.gave_up += o.gave_up;
-        self.gave_up_but_stored += o.gave_up_but_stored;
+        self.gave_up_then_stored += o.gave_up_then_stored;
         self.duplicates_dropped += o.duplicates_dropped;
         self.dup_pubs += o.dup_pubs;
         self.retransmits += o.retransmits;
@@ -517,7 +517,7 @@ impl World {
             t.published += c.app.published.len() as u64;
             t.delivered += c.app.received_ids.len() as u64;
             t.gave_up += c.app.gave_up.len() as u64;
-            t.gave_up_but_stored += c
+            t.gave_up_then_stored += c
                 .app
                 .gave_up
                 .iter()
