@@ -115,7 +115,3 @@ fn a_seed_replays_exactly() {
     let b = run(scenario(5)).unwrap();
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
 }
-
-#[test]
-#[cfg(any())]
-fn debug_one() {}
