@@ -1,0 +1,14 @@
+//! kefu-host: kefu on std. The gateway server with durable storage, the tokio transports, the
+//! client SDK and everything the `kefu` command runs.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`store`] | durable storage: the [`store::Store`] trait and its SQLite implementation |
+//! | [`model`] | the stored message model shared by store and gateway |
+//! | [`gateway`] | the IM gateway: sessions, topics, delivery, policy, metrics, listeners |
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod gateway;
+pub mod model;
+pub mod store;

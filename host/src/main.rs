@@ -1,0 +1,3 @@
+//! The `kefu` command: `kefu gateway`, `kefu user`, `kefu device`.
+
+fn main() {}
