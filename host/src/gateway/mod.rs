@@ -1,4 +1,17 @@
 //! The kefu gateway: accepts connections, runs one session per connection, stores and fans out
 //! messages, and drives the core's delivery windows.
 
+pub mod binary;
+pub mod config;
+pub mod conn;
+pub mod context;
+pub mod http;
+pub mod hub;
+pub mod names;
+pub mod server;
+pub mod session;
+pub mod tcp;
 pub mod wire;
+
+pub use config::GatewayConfig;
+pub use server::{Running, StartError, start};

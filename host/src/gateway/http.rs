@@ -1,0 +1,125 @@
+//! The HTTP listener: WebSocket sessions at `/v0/channels` (Tinode's path; binary messages
+//! carry core frames, text messages the JSON dialect), `/metrics` and `/healthz`.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use kefu_core::frame;
+use tokio::sync::mpsc;
+
+use super::conn::{Conn, Inbound, Unit};
+use super::context::Ctx;
+use super::metrics::{Metrics, Transport};
+use super::session::Session;
+use super::tcp::garbage_kind;
+use crate::store::Store;
+
+/// Bytes tungstenite reads at a time per connection (its default, 128 KiB, would cost every
+/// idle connection that much).
+const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// The router for the HTTP listener.
+pub fn router<S: Store>(ctx: Arc<Ctx<S>>) -> Router {
+    Router::new()
+        .route("/v0/channels", get(upgrade::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .route("/healthz", get(healthz::<S>))
+        .with_state(ctx)
+}
+
+async fn upgrade<S: Store>(State(ctx): State<Arc<Ctx<S>>>, ws: WebSocketUpgrade) -> Response {
+    if ctx.shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let max_message = ctx.cfg.max_body().saturating_add(frame::OVERHEAD).saturating_mul(2);
+    ws.read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| {
+            let tracked = ctx.sessions.token();
+            async move {
+                serve(ctx, socket).await;
+                drop(tracked);
+            }
+        })
+}
+
+async fn metrics<S: Store>(State(ctx): State<Arc<Ctx<S>>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
+        ctx.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz<S: Store>(State(ctx): State<Arc<Ctx<S>>>) -> Response {
+    if ctx.shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn serve<S: Store>(ctx: Arc<Ctx<S>>, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let (tx, rx) = mpsc::channel(64);
+    let reader = tokio::spawn(read_messages(stream, tx, ctx.cfg.max_body()));
+    Session::new(ctx, Transport::WebSocket, WsConn { sink }).run(rx).await;
+    reader.abort();
+}
+
+async fn read_messages(mut stream: SplitStream<WebSocket>, tx: mpsc::Sender<Inbound>, max_body: usize) {
+    while let Some(Ok(msg)) = stream.next().await {
+        let unit = match msg {
+            Message::Binary(bytes) => match frame::decode_frame(&bytes, max_body) {
+                Ok(([], _)) => Inbound::Ping,
+                Ok((body, used)) if used == bytes.len() => Inbound::Body(body.to_vec()),
+                Ok(_) => Inbound::Garbage("bytes after the frame"),
+                Err(e) => Inbound::Garbage(garbage_kind(e)),
+            },
+            Message::Text(text) => Inbound::Text(text.to_string()),
+            Message::Close(_) => return,
+            // Pings are answered by the WebSocket layer itself.
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        let stop = matches!(unit, Inbound::Garbage(_));
+        if tx.send(unit).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+struct WsConn {
+    sink: SplitSink<WebSocket, Message>,
+}
+
+fn ws_err(e: axum::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl Conn for WsConn {
+    async fn feed(&mut self, unit: Unit) -> io::Result<()> {
+        let msg = match unit {
+            Unit::Frame(bytes) => Message::Binary(bytes.into()),
+            Unit::Text(text) => Message::Text(text.into()),
+        };
+        self.sink.feed(msg).await.map_err(ws_err)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush().await.map_err(ws_err)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.sink.close().await;
+    }
+}
