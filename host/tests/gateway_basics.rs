@@ -20,7 +20,9 @@ async fn a_message_from_one_user_reaches_the_other_in_order() {
     assert_eq!(code, Code::OK);
 
     for i in 1..=20u64 {
-        let (code, params) = alice.publish(&bob_id, new_id(), format!("m{i}").as_bytes()).await;
+        let (code, params) = alice
+            .publish(&bob_id, new_id(), format!("m{i}").as_bytes())
+            .await;
         assert_eq!(code, Code::ACCEPTED);
         assert!(matches!(params, Params::Pub { seq, dup: false, .. } if seq == i));
     }
@@ -54,12 +56,23 @@ async fn a_pub_repeated_after_a_cut_connection_is_stored_once() {
     assert_eq!(code, Code::OK);
     let (code, second) = again.publish(&bob_id, id, b"once").await;
     assert_eq!(code, Code::ACCEPTED);
-    let (Params::Pub { seq: s1, dup: d1, .. }, Params::Pub { seq: s2, dup: d2, .. }) = (first, second)
+    let (
+        Params::Pub {
+            seq: s1, dup: d1, ..
+        },
+        Params::Pub {
+            seq: s2, dup: d2, ..
+        },
+    ) = (first, second)
     else {
         panic!("pub answers carry seqs");
     };
     assert_eq!((s1, d1), (1, false));
-    assert_eq!((s2, d2), (1, true), "the repeat gets the seq it already has");
+    assert_eq!(
+        (s2, d2),
+        (1, true),
+        "the repeat gets the seq it already has"
+    );
 
     let (code, page) = again.history(&bob_id, 1, 0, 10).await;
     assert_eq!(code, Code::OK);

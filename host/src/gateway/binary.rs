@@ -1,9 +1,9 @@
 //! The binary dialect: core frames carrying postcard packets, mapped onto the owned wire set.
 
 use kefu_core::proto::{
-    self, ActionWhat as CoreAction, ClientPacket, CodecError, Ctrl, CtrlParams, Data, DelWhat as CoreDel,
-    Head as CoreHead, Info, Meta, MetaItem as CoreMeta, Pres, ServerPacket, SetWhat as CoreSet,
-    SubInfo as CoreSubInfo, TopicDesc as CoreDesc,
+    self, ActionWhat as CoreAction, ClientPacket, CodecError, Ctrl, CtrlParams, Data,
+    DelWhat as CoreDel, Head as CoreHead, Info, Meta, MetaItem as CoreMeta, Pres, ServerPacket,
+    SetWhat as CoreSet, SubInfo as CoreSubInfo, TopicDesc as CoreDesc,
 };
 
 use super::wire::{ActionWhat, DelWhat, Head, MetaItem, Out, Params, Req, SetWhat};
@@ -303,7 +303,9 @@ mod tests {
     use crate::model::Message;
 
     fn body_of(frame_bytes: &[u8]) -> &[u8] {
-        frame::decode_frame(frame_bytes, 1 << 20).expect("a whole frame").0
+        frame::decode_frame(frame_bytes, 1 << 20)
+            .expect("a whole frame")
+            .0
     }
 
     #[test]
@@ -347,8 +349,8 @@ mod tests {
         assert_eq!(
             buf,
             [
-                0x4B, 0x46, 0x0B, 0x00, 0x00, 0x00, 0x4B, 0x00, 0x06, 0xCA, 0x01, 0x00, 0x01,
-                0x67, 0x03, 0x01, 0x02, 0x00, 0x7E, 0xBA, 0x11, 0xFA
+                0x4B, 0x46, 0x0B, 0x00, 0x00, 0x00, 0x4B, 0x00, 0x06, 0xCA, 0x01, 0x00, 0x01, 0x67,
+                0x03, 0x01, 0x02, 0x00, 0x7E, 0xBA, 0x11, 0xFA
             ]
         );
     }

@@ -39,7 +39,11 @@ async fn upgrade<S: Store>(State(ctx): State<Arc<Ctx<S>>>, ws: WebSocketUpgrade)
     if ctx.shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let max_message = ctx.cfg.max_body().saturating_add(frame::OVERHEAD).saturating_mul(2);
+    let max_message = ctx
+        .cfg
+        .max_body()
+        .saturating_add(frame::OVERHEAD)
+        .saturating_mul(2);
     ws.read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(max_message)
@@ -73,11 +77,17 @@ async fn serve<S: Store>(ctx: Arc<Ctx<S>>, socket: WebSocket) {
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(64);
     let reader = tokio::spawn(read_messages(stream, tx, ctx.cfg.max_body()));
-    Session::new(ctx, Transport::WebSocket, WsConn { sink }).run(rx).await;
+    Session::new(ctx, Transport::WebSocket, WsConn { sink })
+        .run(rx)
+        .await;
     reader.abort();
 }
 
-async fn read_messages(mut stream: SplitStream<WebSocket>, tx: mpsc::Sender<Inbound>, max_body: usize) {
+async fn read_messages(
+    mut stream: SplitStream<WebSocket>,
+    tx: mpsc::Sender<Inbound>,
+    max_body: usize,
+) {
     while let Some(Ok(msg)) = stream.next().await {
         let unit = match msg {
             Message::Binary(bytes) => match frame::decode_frame(&bytes, max_body) {

@@ -53,7 +53,12 @@ pub struct SessionLink {
 
 impl SessionLink {
     /// A link to a session woken through `wake` and fed through `events`.
-    pub fn new(id: SessionId, user: Arc<str>, wake: Arc<Notify>, events: mpsc::Sender<Event>) -> Self {
+    pub fn new(
+        id: SessionId,
+        user: Arc<str>,
+        wake: Arc<Notify>,
+        events: mpsc::Sender<Event>,
+    ) -> Self {
         SessionLink {
             id,
             user,

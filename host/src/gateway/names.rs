@@ -170,7 +170,10 @@ mod tests {
         assert_eq!(resolve("me", &a), Some(Target::Me));
         assert_eq!(resolve("new123", &a), Some(Target::NewGroup));
         let g = new_group_name();
-        assert!(matches!(resolve(&g, &a), Some(Target::Topic { peer: None, .. })));
+        assert!(matches!(
+            resolve(&g, &a),
+            Some(Target::Topic { peer: None, .. })
+        ));
         assert_eq!(view_name(&g, &a), g);
     }
 }

@@ -59,7 +59,11 @@ pub fn open_store(data_dir: &Path, durable: bool) -> Result<SqliteStore, StartEr
         source,
     })?;
     let cfg = SqliteConfig {
-        sync: if durable { SyncMode::Full } else { SyncMode::Normal },
+        sync: if durable {
+            SyncMode::Full
+        } else {
+            SyncMode::Normal
+        },
         ..SqliteConfig::default()
     };
     Ok(SqliteStore::open(&data_dir.join(DB_FILE), cfg)?)
@@ -114,34 +118,30 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, StartError> {
     let mut desk = Desk::new(DeskConfig {
         max_load: cfg.max_agent_load,
     });
-    desk.restore(
-        store
-            .open_consults()
-            .await?
-            .into_iter()
-            .filter_map(|t| {
-                let c = t.consult?;
-                (c.state != ConsultState::Closed).then(|| OpenConsult {
-                    topic: t.name,
-                    customer: c.customer,
-                    desk: c.desk,
-                    agent: c.agent,
-                    opened_ms: c.opened_ms,
-                })
-            }),
-    );
-    let http_listener = TcpListener::bind(cfg.http_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: cfg.http_addr,
-            source,
-        })?;
-    let tcp_listener = TcpListener::bind(cfg.tcp_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: cfg.tcp_addr,
-            source,
-        })?;
+    desk.restore(store.open_consults().await?.into_iter().filter_map(|t| {
+        let c = t.consult?;
+        (c.state != ConsultState::Closed).then(|| OpenConsult {
+            topic: t.name,
+            customer: c.customer,
+            desk: c.desk,
+            agent: c.agent,
+            opened_ms: c.opened_ms,
+        })
+    }));
+    let http_listener =
+        TcpListener::bind(cfg.http_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.http_addr,
+                source,
+            })?;
+    let tcp_listener =
+        TcpListener::bind(cfg.tcp_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.tcp_addr,
+                source,
+            })?;
     let http_addr = local_addr(&http_listener, cfg.http_addr)?;
     let tcp_addr = local_addr(&tcp_listener, cfg.tcp_addr)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -157,8 +157,10 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, StartError> {
 }
 
 fn local_addr(l: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, StartError> {
-    l.local_addr()
-        .map_err(|source| StartError::Bind { addr: asked, source })
+    l.local_addr().map_err(|source| StartError::Bind {
+        addr: asked,
+        source,
+    })
 }
 
 async fn serve(ctx: Arc<Ctx<SqliteStore>>, http_listener: TcpListener, tcp_listener: TcpListener) {

@@ -282,11 +282,18 @@ impl Raw {
     }
 
     pub async fn note(&mut self, topic: &str, what: NoteWhat, seq: u64) {
-        self.send(ClientPacket::Note(Note { topic, what, seq })).await;
+        self.send(ClientPacket::Note(Note { topic, what, seq }))
+            .await;
     }
 
     /// A history page: the messages and the ctrl code.
-    pub async fn history(&mut self, topic: &str, since: u64, before: u64, limit: u32) -> (Code, Vec<Arc<Message>>) {
+    pub async fn history(
+        &mut self,
+        topic: &str,
+        since: u64,
+        before: u64,
+        limit: u32,
+    ) -> (Code, Vec<Arc<Message>>) {
         let id = self.next_id();
         self.send(ClientPacket::Get(Get {
             id,

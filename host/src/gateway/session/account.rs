@@ -46,7 +46,12 @@ impl<S: Store, C: Conn> Session<S, C> {
         login: bool,
     ) {
         if !self.ctx.cfg.open_signup {
-            return self.reply_code(id, Code::FORBIDDEN, "", "accounts are created by the operator");
+            return self.reply_code(
+                id,
+                Code::FORBIDDEN,
+                "",
+                "accounts are created by the operator",
+            );
         }
         if scheme != AuthScheme::Basic {
             return self.reply_code(id, Code::MALFORMED, "", "accounts need the basic scheme");
@@ -59,7 +64,11 @@ impl<S: Store, C: Conn> Session<S, C> {
             Ok(Ok(h)) => h,
             _ => return self.reply_code(id, Code::INTERNAL, "", "could not hash the password"),
         };
-        let display = if name.trim().is_empty() { login_name.clone() } else { name };
+        let display = if name.trim().is_empty() {
+            login_name.clone()
+        } else {
+            name
+        };
         let new = NewUser {
             id: names::new_user_id(),
             login: login_name,
@@ -144,7 +153,7 @@ impl<S: Store, C: Conn> Session<S, C> {
             .await
             .map_err(LoginError::Store)?
             .ok_or(LoginError::Refused("invalid token"))?;
-        if user.token_gen != claims.gen {
+        if user.token_gen != claims.r#gen {
             return Err(LoginError::Refused("token revoked"));
         }
         Ok(user)
@@ -162,9 +171,8 @@ impl<S: Store, C: Conn> Session<S, C> {
         );
         self.ctx.hub.session_up(link.clone());
         self.ctx.metrics.sessions_logged_in(1);
-        let expires_ms = now_ms().saturating_add(
-            u64::try_from(self.ctx.cfg.token_ttl.as_millis()).unwrap_or(u64::MAX),
-        );
+        let expires_ms = now_ms()
+            .saturating_add(u64::try_from(self.ctx.cfg.token_ttl.as_millis()).unwrap_or(u64::MAX));
         let token = self.ctx.key.issue(&user.id, user.token_gen, expires_ms);
         self.phase = Phase::Ready(Login {
             user: uid,

@@ -394,7 +394,9 @@ impl<S: Store, C: Conn> Session<S, C> {
             return;
         }
         match req {
-            Req::Hi { id, ver, device, .. } => self.hi(id, ver, device),
+            Req::Hi {
+                id, ver, device, ..
+            } => self.hi(id, ver, device),
             Req::Acc {
                 id,
                 scheme,

@@ -60,8 +60,7 @@ impl<S: Store, C: Conn> Session<S, C> {
         // even if this session ends first (the topic must see every committed seq).
         let commit = tokio::spawn(async move {
             let result = ctx.store.append(msg.clone()).await;
-            ctx.metrics
-                .commit_latency(started.elapsed().as_secs_f64());
+            ctx.metrics.commit_latency(started.elapsed().as_secs_f64());
             match &result {
                 Ok(a) if !a.dup => {
                     ctx.metrics.stored(1);

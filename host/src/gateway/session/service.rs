@@ -83,7 +83,14 @@ impl<S: Store, C: Conn> Session<S, C> {
                 let closed = self.ctx.desk().close(&topic, &user, is_supervisor);
                 match closed {
                     Ok(c) => {
-                        if let Err(e) = set_consult_state(&self.ctx, &topic, ConsultState::Closed, c.agent.clone()).await {
+                        if let Err(e) = set_consult_state(
+                            &self.ctx,
+                            &topic,
+                            ConsultState::Closed,
+                            c.agent.clone(),
+                        )
+                        .await
+                        {
                             return self.store_failed(id, &topic, &e);
                         }
                         for u in std::iter::once(&c.customer).chain(c.agent.iter()) {
@@ -110,7 +117,9 @@ impl<S: Store, C: Conn> Session<S, C> {
                 }
                 let t = match self.ctx.hub.topic(&*self.ctx.store, &topic).await {
                     Ok(Some(t)) if t.kind == TopicKind::Consult => t,
-                    Ok(_) => return self.reply_code(id, Code::NOT_FOUND, &topic, "no such consultation"),
+                    Ok(_) => {
+                        return self.reply_code(id, Code::NOT_FOUND, &topic, "no such consultation");
+                    }
                     Err(e) => return self.store_failed(id, &topic, &e),
                 };
                 if let Err(e) = self.ctx.store.subscribe(&topic, &user, MODE).await {
@@ -149,9 +158,10 @@ impl<S: Store, C: Conn> Session<S, C> {
         {
             return self.store_failed(id, "", &e);
         }
-        self.ctx
-            .hub
-            .insert(rec, HashMap::from([(customer.to_owned(), Marks::default())]));
+        self.ctx.hub.insert(
+            rec,
+            HashMap::from([(customer.to_owned(), Marks::default())]),
+        );
         let assigned = self.ctx.desk().open(&name, customer, &desk, opened_ms);
         let peer = match assigned {
             Some(a) => {

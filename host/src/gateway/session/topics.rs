@@ -35,9 +35,13 @@ impl<S: Store, C: Conn> Session<S, C> {
         let Target::Topic { internal, peer } = target else {
             return Err((Code::MALFORMED, "not a topic with messages"));
         };
-        if let Some(t) = self.ctx.hub.topic(&*self.ctx.store, &internal).await.map_err(|_| {
-            (Code::INTERNAL, "storage failed")
-        })? {
+        if let Some(t) = self
+            .ctx
+            .hub
+            .topic(&*self.ctx.store, &internal)
+            .await
+            .map_err(|_| (Code::INTERNAL, "storage failed"))?
+        {
             return Ok(t);
         }
         let Some(peer) = peer else {
@@ -93,7 +97,13 @@ impl<S: Store, C: Conn> Session<S, C> {
         self.reply_code(id, code, topic, text);
     }
 
-    pub(super) async fn sub(&mut self, id: u32, name: String, since: Option<u64>, get: Vec<GetWhat>) {
+    pub(super) async fn sub(
+        &mut self,
+        id: u32,
+        name: String,
+        since: Option<u64>,
+        get: Vec<GetWhat>,
+    ) {
         let user = self.user();
         let topic = match names::resolve(&name, &user) {
             Some(Target::Me) => {
@@ -135,12 +145,19 @@ impl<S: Store, C: Conn> Session<S, C> {
             // Anyone may join a group; one-to-one members are fixed by the name; consultations
             // are joined through actions only.
             if topic.kind == TopicKind::Consult {
-                return self.refuse(id, &name, (Code::FORBIDDEN, "not part of this consultation"));
+                return self.refuse(
+                    id,
+                    &name,
+                    (Code::FORBIDDEN, "not part of this consultation"),
+                );
             }
             if let Err(e) = self.ctx.store.subscribe(&topic.name, &user, MODE).await {
                 return self.store_failed(id, &name, &e);
             }
-            topic.state().subs.insert(user.to_string(), Marks::default());
+            topic
+                .state()
+                .subs
+                .insert(user.to_string(), Marks::default());
         }
         let view = names::view_name(&topic.name, &user);
         let latest = topic.latest();
@@ -232,7 +249,11 @@ impl<S: Store, C: Conn> Session<S, C> {
         let was_attached = self.detach(&topic.name);
         if unsub {
             if topic.kind == TopicKind::P2p {
-                return self.refuse(id, &name, (Code::FORBIDDEN, "one-to-one topics cannot be left"));
+                return self.refuse(
+                    id,
+                    &name,
+                    (Code::FORBIDDEN, "one-to-one topics cannot be left"),
+                );
             }
             match self.ctx.store.unsubscribe(&topic.name, &user).await {
                 Ok(_) => {
@@ -242,7 +263,11 @@ impl<S: Store, C: Conn> Session<S, C> {
             }
             return self.reply_code(id, Code::OK, &name, "");
         }
-        let code = if was_attached { Code::OK } else { Code::NOT_MODIFIED };
+        let code = if was_attached {
+            Code::OK
+        } else {
+            Code::NOT_MODIFIED
+        };
         self.reply_code(id, code, &name, "");
     }
 
@@ -287,7 +312,10 @@ impl<S: Store, C: Conn> Session<S, C> {
             GetWhat::Desc => {
                 let (title, marks) = {
                     let st = topic.state();
-                    (st.title.clone(), st.subs.get(&*user).copied().unwrap_or_default())
+                    (
+                        st.title.clone(),
+                        st.subs.get(&*user).copied().unwrap_or_default(),
+                    )
                 };
                 let seq = topic.latest();
                 let unread = self.unread(&topic.name, seq, marks.read).await;
@@ -305,8 +333,12 @@ impl<S: Store, C: Conn> Session<S, C> {
                 self.reply_code(id, Code::OK, name, "");
             }
             GetWhat::Subs => {
-                let subs: Vec<(String, Marks)> =
-                    topic.state().subs.iter().map(|(u, m)| (u.clone(), *m)).collect();
+                let subs: Vec<(String, Marks)> = topic
+                    .state()
+                    .subs
+                    .iter()
+                    .map(|(u, m)| (u.clone(), *m))
+                    .collect();
                 let seq = topic.latest();
                 let count = u32::try_from(subs.len()).unwrap_or(u32::MAX);
                 for (u, m) in subs {
@@ -325,7 +357,12 @@ impl<S: Store, C: Conn> Session<S, C> {
                         }),
                     });
                 }
-                self.outq.push(Out::ctrl_with(id, Code::OK, name, Params::Count { count, what: "sub" }));
+                self.outq.push(Out::ctrl_with(
+                    id,
+                    Code::OK,
+                    name,
+                    Params::Count { count, what: "sub" },
+                ));
             }
             GetWhat::Data {
                 since,
@@ -349,8 +386,20 @@ impl<S: Store, C: Conn> Session<S, C> {
                         msg: Arc::new(m),
                     });
                 }
-                let code = if count == 0 { Code::NO_CONTENT } else { Code::OK };
-                self.outq.push(Out::ctrl_with(id, code, name, Params::Count { count, what: "data" }));
+                let code = if count == 0 {
+                    Code::NO_CONTENT
+                } else {
+                    Code::OK
+                };
+                self.outq.push(Out::ctrl_with(
+                    id,
+                    code,
+                    name,
+                    Params::Count {
+                        count,
+                        what: "data",
+                    },
+                ));
             }
             GetWhat::Digest { last } => {
                 let last = last.min(MAX_PAGE);
@@ -359,7 +408,9 @@ impl<S: Store, C: Conn> Session<S, C> {
                     Err(e) => return self.store_failed(id, name, &e),
                 };
                 match digest_of(msgs.iter().map(|m| (m.seq, m.msg_id))) {
-                    Ok(d) => self.outq.push(Out::ctrl_with(id, Code::OK, name, Params::Digest(d))),
+                    Ok(d) => self
+                        .outq
+                        .push(Out::ctrl_with(id, Code::OK, name, Params::Digest(d))),
                     Err(_) => self.reply_code(id, Code::INTERNAL, name, "digest failed"),
                 }
             }
@@ -394,7 +445,11 @@ impl<S: Store, C: Conn> Session<S, C> {
             };
             let (title, deleted, marks) = {
                 let st = topic.state();
-                (st.title.clone(), st.deleted, st.subs.get(&*user).copied().unwrap_or_default())
+                (
+                    st.title.clone(),
+                    st.deleted,
+                    st.subs.get(&*user).copied().unwrap_or_default(),
+                )
             };
             if deleted {
                 continue;
@@ -402,7 +457,10 @@ impl<S: Store, C: Conn> Session<S, C> {
             let seq = topic.latest();
             let unread = self.unread(&topic.name, seq, marks.read).await;
             let online = match names::p2p_members(&topic.name) {
-                Some(_) => self.ctx.hub.is_online(&names::view_name(&topic.name, &user)),
+                Some(_) => self
+                    .ctx
+                    .hub
+                    .is_online(&names::view_name(&topic.name, &user)),
                 None => !topic.state().attached.is_empty(),
             };
             self.outq.push(Out::Meta {
@@ -420,7 +478,12 @@ impl<S: Store, C: Conn> Session<S, C> {
             });
             count = count.saturating_add(1);
         }
-        self.outq.push(Out::ctrl_with(id, Code::OK, "me", Params::Count { count, what: "sub" }));
+        self.outq.push(Out::ctrl_with(
+            id,
+            Code::OK,
+            "me",
+            Params::Count { count, what: "sub" },
+        ));
     }
 
     pub(super) async fn set(&mut self, id: u32, name: String, what: SetWhat) {
@@ -448,9 +511,12 @@ impl<S: Store, C: Conn> Session<S, C> {
                 });
                 self.reply_code(id, Code::OK, &name, "");
             }
-            SetWhat::Mode { .. } => {
-                self.reply_code(id, Code::FORBIDDEN, &name, "access modes are fixed by topic kind")
-            }
+            SetWhat::Mode { .. } => self.reply_code(
+                id,
+                Code::FORBIDDEN,
+                &name,
+                "access modes are fixed by topic kind",
+            ),
         }
     }
 
@@ -485,7 +551,11 @@ impl<S: Store, C: Conn> Session<S, C> {
                     return self.refuse(id, &name, (Code::MALFORMED, "bad seq range"));
                 }
                 if hard && !self.may_manage(&topic) {
-                    return self.refuse(id, &name, (Code::FORBIDDEN, "only the owner deletes for everyone"));
+                    return self.refuse(
+                        id,
+                        &name,
+                        (Code::FORBIDDEN, "only the owner deletes for everyone"),
+                    );
                 }
                 if let Err(e) = self
                     .ctx
@@ -502,7 +572,11 @@ impl<S: Store, C: Conn> Session<S, C> {
             }
             DelWhat::Sub { user: gone } => {
                 if !self.may_manage(&topic) {
-                    return self.refuse(id, &name, (Code::FORBIDDEN, "only the owner removes subscribers"));
+                    return self.refuse(
+                        id,
+                        &name,
+                        (Code::FORBIDDEN, "only the owner removes subscribers"),
+                    );
                 }
                 match self.ctx.store.unsubscribe(&topic.name, &gone).await {
                     Ok(true) => {
@@ -527,7 +601,11 @@ impl<S: Store, C: Conn> Session<S, C> {
             DelWhat::Topic { hard } => {
                 if hard {
                     if !self.may_manage(&topic) || topic.kind == TopicKind::P2p {
-                        return self.refuse(id, &name, (Code::FORBIDDEN, "only the owner deletes a topic"));
+                        return self.refuse(
+                            id,
+                            &name,
+                            (Code::FORBIDDEN, "only the owner deletes a topic"),
+                        );
                     }
                     let update = TopicUpdate {
                         deleted: Some(true),
