@@ -17,7 +17,7 @@ use super::desk::{Desk, DeskConfig, OpenConsult};
 use super::policy::{Policy, PolicyConfig};
 use super::{http, tcp};
 use crate::store::sqlite::{SqliteConfig, SqliteStore, SyncMode};
-use crate::store::{ConsultState, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,16 +118,8 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, StartError> {
     let mut desk = Desk::new(DeskConfig {
         max_load: cfg.max_agent_load,
     });
-    desk.restore(store.open_consults().await?.into_iter().filter_map(|t| {
-        let c = t.consult?;
-        (c.state != ConsultState::Closed).then(|| OpenConsult {
-            topic: t.name,
-            customer: c.customer,
-            desk: c.desk,
-            agent: c.agent,
-            opened_ms: c.opened_ms,
-        })
-    }));
+    let consults = store.open_consults().await?;
+    desk.restore(consults.iter().filter_map(OpenConsult::from_record));
     let http_listener =
         TcpListener::bind(cfg.http_addr)
             .await

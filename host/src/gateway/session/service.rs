@@ -62,6 +62,9 @@ impl<S: Store, C: Conn> Session<S, C> {
                 let moved = self.ctx.desk().transfer(&topic, &user, is_supervisor, &to);
                 match moved {
                     Ok(t) => {
+                        if let Some(next) = t.next.clone() {
+                            self.spawn_assignments(vec![next]);
+                        }
                         let result = apply_transfer(&self.ctx, &t.topic, &t.from, &t.to).await;
                         match result {
                             Ok(()) => self.outq.push(Out::ctrl_with(
