@@ -1,6 +1,7 @@
 //! The kefu gateway: accepts connections, runs one session per connection, stores and fans out
 //! messages, and drives the core's delivery windows.
 
+pub mod auth;
 pub mod binary;
 pub mod config;
 pub mod conn;
@@ -10,6 +11,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod names;
+pub mod policy;
 pub mod server;
 pub mod session;
 pub mod tcp;
