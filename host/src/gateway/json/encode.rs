@@ -505,3 +505,584 @@ impl JsonCodec {
         }))]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::gateway::wire::{Code, Head, Req};
+    use kefu_core::digest::Digest;
+    use kefu_core::id::MsgId;
+
+    const NOW: u64 = 1_764_105_318_418;
+    const TS: &str = "2025-11-25T21:15:18.418Z";
+    const KID: &str = "019abcdef012734586789abcdef000ff";
+
+    fn codec() -> JsonCodec {
+        JsonCodec::with_seed(4096, 7)
+    }
+
+    /// Decodes `text` and returns the (first) request id it was given.
+    fn req_id(c: &mut JsonCodec, text: &str) -> ReqId {
+        c.decode(text, NOW).expect("decodes")[0]
+            .id()
+            .expect("has an id")
+    }
+
+    fn one(c: &mut JsonCodec, out: &Out) -> String {
+        let mut texts = c.encode_at(out, NOW);
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        texts.remove(0)
+    }
+
+    fn msg(mime: &str, content: &[u8], reply_to: Option<u64>) -> Arc<Message> {
+        Arc::new(Message {
+            seq: 3,
+            msg_id: MsgId::parse_hex(KID).unwrap(),
+            from: "usrAlice".into(),
+            ts: NOW,
+            head: Head {
+                mime: mime.into(),
+                reply_to,
+            },
+            content: content.to_vec(),
+        })
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_milliseconds_and_never_panic() {
+        assert_eq!(rfc3339_ms(NOW), TS);
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn the_hi_answer_carries_tinodes_params_and_the_original_id() {
+        let mut c = codec();
+        let id = req_id(&mut c, r#"{"hi":{"id":"79945","ver":"0.25.3"}}"#);
+        let out = Out::ctrl_with(
+            id,
+            Code::CREATED,
+            "",
+            Params::Hi {
+                ver: 1,
+                server_ms: 5,
+                max_content: 4096,
+                session: "s1".into(),
+            },
+        );
+        let want = format!(
+            r#"{{"ctrl":{{"id":"79945","params":{{"ver":"0.25","build":"kefu:{}","sid":"s1","maxMessageSize":4096,"kefuVer":1,"serverMs":5}},"code":201,"text":"created","ts":"{TS}"}}}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(one(&mut c, &out), want);
+        assert_eq!(c.pending(), 0, "the mapping ends with the ctrl");
+    }
+
+    #[test]
+    fn the_login_answer_has_user_authlvl_a_base64_token_and_its_expiry() {
+        let mut c = codec();
+        let id = req_id(
+            &mut c,
+            r#"{"login":{"id":"79947","scheme":"basic","secret":"YTpi"}}"#,
+        );
+        let out = Out::ctrl_with(
+            id,
+            Code::OK,
+            "",
+            Params::Login {
+                user: "usrAlice".into(),
+                token: b"tok".to_vec(),
+                expires_ms: NOW,
+            },
+        );
+        assert_eq!(
+            one(&mut c, &out),
+            format!(
+                r#"{{"ctrl":{{"id":"79947","params":{{"user":"usrAlice","authlvl":"auth","token":"dG9r","expires":"{TS}"}},"code":200,"text":"ok","ts":"{TS}"}}}}"#
+            )
+        );
+        // A token rendered here logs in again as the same bytes.
+        let again = c
+            .decode(
+                r#"{"login":{"id":"2","scheme":"token","secret":"dG9r"}}"#,
+                NOW,
+            )
+            .unwrap();
+        assert!(matches!(&again[0], Req::Login { secret, .. } if secret == b"tok"));
+        let none = Out::ctrl_with(
+            0,
+            Code::OK,
+            "",
+            Params::Login {
+                user: "u".into(),
+                token: vec![],
+                expires_ms: 0,
+            },
+        );
+        assert!(one(&mut c, &none).contains(r#""params":{"user":"u","authlvl":"auth"},"#));
+    }
+
+    #[test]
+    fn the_pub_answer_has_the_seq_and_the_messages_own_ts() {
+        let mut c = codec();
+        let id = req_id(
+            &mut c,
+            r#"{"pub":{"id":"79951","topic":"usrBob","content":"hello from A"}}"#,
+        );
+        let out = Out::ctrl_with(
+            id,
+            Code::ACCEPTED,
+            "usrBob",
+            Params::Pub {
+                seq: 1,
+                ts: 1_764_105_318_000,
+                dup: false,
+            },
+        );
+        assert_eq!(
+            one(&mut c, &out),
+            r#"{"ctrl":{"id":"79951","topic":"usrBob","params":{"seq":1},"code":202,"text":"accepted","ts":"2025-11-25T21:15:18.000Z"}}"#
+        );
+        let dup = Out::ctrl_with(
+            0,
+            Code::ACCEPTED,
+            "g",
+            Params::Pub {
+                seq: 1,
+                ts: NOW,
+                dup: true,
+            },
+        );
+        assert!(one(&mut c, &dup).contains(r#""params":{"seq":1,"dup":true}"#));
+    }
+
+    #[test]
+    fn other_ctrl_params_follow_their_variant() {
+        let mut c = codec();
+        let cases = [
+            (
+                Params::Sub {
+                    latest: 9,
+                    read: 4,
+                    recv: 5,
+                    acked: 6,
+                },
+                r#""params":{"acs":{"want":"JRWPS","given":"JRWPS","mode":"JRWPS"},"latest":9,"read":4,"recv":5,"acked":6}"#,
+            ),
+            (
+                Params::Count {
+                    count: 3,
+                    what: "data",
+                },
+                r#""params":{"what":"data","count":3}"#,
+            ),
+            (
+                Params::Digest(Digest {
+                    count: 2,
+                    first_seq: 1,
+                    last_seq: 2,
+                    crc: 0xC91B_B5E1_5F27_6D6A,
+                }),
+                r#""params":{"what":"digest","count":2,"first":1,"last":2,"crc":"c91bb5e15f276d6a"}"#,
+            ),
+            (
+                Params::Topic {
+                    name: "grpC".into(),
+                    peer: "usrAg".into(),
+                },
+                r#""params":{"topic":"grpC","peer":"usrAg"}"#,
+            ),
+            (
+                Params::RetryAfter { ms: 250 },
+                r#""params":{"retryAfter":250}"#,
+            ),
+        ];
+        for (params, want) in cases {
+            let text = one(&mut c, &Out::ctrl_with(0, Code::OK, "", params));
+            assert!(
+                text.starts_with(&format!("{{\"ctrl\":{{{want},\"code\":200")),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            one(&mut c, &Out::ctrl(0, Code::UNAVAILABLE, "")),
+            format!(r#"{{"ctrl":{{"code":503,"text":"service unavailable","ts":"{TS}"}}}}"#)
+        );
+    }
+
+    #[test]
+    fn a_text_message_is_data_with_our_id_in_head() {
+        let mut c = codec();
+        let out = Out::Data {
+            topic: "usrAlice".into(),
+            msg: msg("", b"hello from A", None),
+        };
+        assert_eq!(
+            one(&mut c, &out),
+            format!(
+                r#"{{"data":{{"topic":"usrAlice","from":"usrAlice","ts":"{TS}","seq":3,"head":{{"kid":"{KID}"}},"content":"hello from A"}}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn drafty_content_round_trips_as_json_and_falls_back_to_a_string() {
+        let mut c = codec();
+        let drafty = r#"{"txt":"bold text","fmt":[{"len":4,"tp":"ST"}]}"#;
+        let pub_text = format!(
+            r#"{{"pub":{{"id":"1","topic":"usrBob","head":{{"mime":"text/x-drafty","kid":"{KID}","reply":":2"}},"content":{drafty}}}}}"#
+        );
+        let Req::Pub { head, content, .. } = c.decode(&pub_text, NOW).unwrap().remove(0) else {
+            panic!("pub")
+        };
+        let stored = Arc::new(Message {
+            seq: 3,
+            msg_id: MsgId::parse_hex(KID).unwrap(),
+            from: "usrAlice".into(),
+            ts: NOW,
+            head,
+            content,
+        });
+        assert_eq!(
+            one(
+                &mut c,
+                &Out::Data {
+                    topic: "usrAlice".into(),
+                    msg: stored
+                }
+            ),
+            format!(
+                r#"{{"data":{{"topic":"usrAlice","from":"usrAlice","ts":"{TS}","seq":3,"head":{{"kid":"{KID}","mime":"text/x-drafty","reply":":2"}},"content":{drafty}}}}}"#
+            )
+        );
+        let broken = one(
+            &mut c,
+            &Out::Data {
+                topic: "g".into(),
+                msg: msg(DRAFTY_MIME, b"{not json", None),
+            },
+        );
+        assert!(broken.ends_with(r#""content":"{not json"}}"#), "{broken}");
+    }
+
+    #[test]
+    fn a_tombstone_is_data_with_empty_content_and_the_deleted_mime() {
+        let mut c = codec();
+        let text = one(
+            &mut c,
+            &Out::Data {
+                topic: "g".into(),
+                msg: msg(crate::gateway::wire::TOMBSTONE_MIME, b"", None),
+            },
+        );
+        assert!(
+            text.ends_with(&format!(
+                r#""seq":3,"head":{{"kid":"{KID}","mime":"kefu/deleted"}},"content":""}}}}"#
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_travel_as_base64_and_come_back() {
+        let mut c = codec();
+        let text = one(
+            &mut c,
+            &Out::Data {
+                topic: "g".into(),
+                msg: msg("image/png", &[0, 1, 255], None),
+            },
+        );
+        assert!(text.ends_with(r#""head":{"kid":"019abcdef012734586789abcdef000ff","mime":"image/png","kefu-enc":"base64"},"content":"AAH/"}}"#), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let back = serde_json::json!({"pub": {"id": "1", "topic": "g", "head": v["data"]["head"], "content": v["data"]["content"]}});
+        let Req::Pub {
+            content,
+            head,
+            msg_id,
+            ..
+        } = c.decode(&back.to_string(), NOW).unwrap().remove(0)
+        else {
+            panic!("pub")
+        };
+        assert_eq!(
+            (content.as_slice(), head.mime.as_str()),
+            (&[0u8, 1, 255][..], "image/png")
+        );
+        assert_eq!(
+            msg_id,
+            MsgId::parse_hex(KID).unwrap(),
+            "our id in head round-trips"
+        );
+    }
+
+    #[test]
+    fn a_desc_is_one_meta_with_the_requests_id() {
+        let mut c = codec();
+        let id = req_id(
+            &mut c,
+            r#"{"get":{"id":"g1","topic":"usrBob","what":"desc"}}"#,
+        );
+        let desc = TopicDesc {
+            title: "Bob".into(),
+            seq: 9,
+            read: 4,
+            recv: 5,
+            unread: 5,
+        };
+        let out = Out::Meta {
+            id,
+            topic: "usrBob".into(),
+            item: MetaItem::Desc(desc),
+        };
+        assert_eq!(
+            one(&mut c, &out),
+            format!(
+                r#"{{"meta":{{"id":"g1","topic":"usrBob","ts":"{TS}","desc":{{"public":{{"fn":"Bob"}},"acs":{{"want":"JRWPS","given":"JRWPS","mode":"JRWPS"}},"seq":9,"read":4,"recv":5,"unread":5}}}}}}"#
+            )
+        );
+        assert_eq!(c.pending(), 1, "a meta does not end the request");
+    }
+
+    fn sub_info(name: &str, online: bool) -> SubInfo {
+        SubInfo {
+            name: name.into(),
+            title: format!("T{name}"),
+            seq: 7,
+            read: 2,
+            recv: 3,
+            unread: 5,
+            online,
+        }
+    }
+
+    #[test]
+    fn subs_are_buffered_and_sent_as_one_array_before_their_ctrl() {
+        let mut c = codec();
+        let id = req_id(
+            &mut c,
+            r#"{"sub":{"id":"s1","topic":"me","get":{"what":"sub"}}}"#,
+        );
+        let sub_ok = Out::ctrl_with(
+            id,
+            Code::OK,
+            "me",
+            Params::Sub {
+                latest: 0,
+                read: 0,
+                recv: 0,
+                acked: 0,
+            },
+        );
+        assert_eq!(c.encode_at(&sub_ok, NOW).len(), 1);
+        for name in ["usrBob", "grpX"] {
+            let item = Out::Meta {
+                id,
+                topic: "me".into(),
+                item: MetaItem::Sub(sub_info(name, name == "usrBob")),
+            };
+            assert_eq!(c.encode_at(&item, NOW), Vec::<String>::new());
+        }
+        let end = c.encode_at(
+            &Out::ctrl_with(
+                id,
+                Code::OK,
+                "me",
+                Params::Count {
+                    count: 2,
+                    what: "sub",
+                },
+            ),
+            NOW,
+        );
+        let acs = r#""acs":{"want":"JRWPS","given":"JRWPS","mode":"JRWPS"}"#;
+        assert_eq!(
+            end,
+            vec![
+                format!(
+                    r#"{{"meta":{{"id":"s1","topic":"me","ts":"{TS}","sub":[{{"topic":"usrBob","public":{{"fn":"TusrBob"}},"seq":7,"read":2,"recv":3,"online":true,"updated":"{TS}",{acs}}},{{"topic":"grpX","public":{{"fn":"TgrpX"}},"seq":7,"read":2,"recv":3,"online":false,"updated":"{TS}",{acs}}}]}}}}"#
+                ),
+                format!(
+                    r#"{{"ctrl":{{"id":"s1","topic":"me","params":{{"what":"sub","count":2}},"code":200,"text":"ok","ts":"{TS}"}}}}"#
+                ),
+            ]
+        );
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn subs_of_other_topics_name_users_and_long_lists_come_in_chunks() {
+        let mut c = codec();
+        let id = req_id(&mut c, r#"{"get":{"id":"g","topic":"grpX","what":"sub"}}"#);
+        let mut metas = Vec::new();
+        for i in 0..SUB_CHUNK + 1 {
+            let item = Out::Meta {
+                id,
+                topic: "grpX".into(),
+                item: MetaItem::Sub(sub_info(&format!("usr{i}"), false)),
+            };
+            metas.extend(c.encode_at(&item, NOW));
+        }
+        assert_eq!(metas.len(), 1, "a full chunk goes out at once");
+        assert!(metas[0].contains(r#""sub":[{"user":"usr0","#));
+        let end = c.encode_at(
+            &Out::ctrl_with(
+                id,
+                Code::OK,
+                "grpX",
+                Params::Count {
+                    count: 257,
+                    what: "sub",
+                },
+            ),
+            NOW,
+        );
+        assert_eq!(end.len(), 2);
+        let last: serde_json::Value = serde_json::from_str(&end[0]).unwrap();
+        assert_eq!(last["meta"]["sub"].as_array().map(Vec::len), Some(1));
+        assert_eq!(last["meta"]["id"], "g");
+    }
+
+    #[test]
+    fn a_get_with_three_words_keeps_its_id_until_the_third_ctrl() {
+        let mut c = codec();
+        let reqs = c
+            .decode(
+                r#"{"get":{"id":"77","topic":"g","what":"desc sub data"}}"#,
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(reqs.len(), 3);
+        let id = reqs[0].id().unwrap();
+        assert!(reqs.iter().all(|r| r.id() == Some(id)));
+        for n in 0..3 {
+            assert_eq!(c.pending(), 1, "ctrl {n}");
+            let text = one(&mut c, &Out::ctrl(id, Code::OK, "g"));
+            assert!(text.starts_with(r#"{"ctrl":{"id":"77","#), "{text}");
+        }
+        assert_eq!(c.pending(), 0);
+        let stray = one(&mut c, &Out::ctrl(id, Code::OK, "g"));
+        assert!(
+            stray.starts_with(r#"{"ctrl":{"topic":"g","#),
+            "an id no longer mapped is left out: {stray}"
+        );
+    }
+
+    #[test]
+    fn a_failed_sub_with_queries_ends_its_mapping_at_once() {
+        let mut c = codec();
+        let id = req_id(
+            &mut c,
+            r#"{"sub":{"id":"s","topic":"grpX","get":{"what":"desc data"}}}"#,
+        );
+        assert!(one(&mut c, &Out::ctrl(id, Code::FORBIDDEN, "grpX")).contains(r#""id":"s""#));
+        assert_eq!(c.pending(), 0);
+        let id = req_id(
+            &mut c,
+            r#"{"sub":{"id":"t","topic":"grpX","get":{"what":"desc"}}}"#,
+        );
+        one(&mut c, &Out::ctrl(id, Code::NOT_MODIFIED, "grpX"));
+        assert_eq!(
+            c.pending(),
+            1,
+            "already subscribed still answers its queries"
+        );
+    }
+
+    #[test]
+    fn packets_without_an_id_get_a_fresh_one_and_answers_without_id() {
+        let mut c = codec();
+        let id = req_id(&mut c, r#"{"leave":{"topic":"g"}}"#);
+        assert_ne!(id, 0);
+        assert_eq!(
+            one(&mut c, &Out::ctrl(id, Code::OK, "g")),
+            format!(r#"{{"ctrl":{{"topic":"g","code":200,"text":"ok","ts":"{TS}"}}}}"#)
+        );
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn request_ids_are_never_0_and_skip_pending_ones_when_wrapping() {
+        let mut c = codec();
+        c.next_id = u32::MAX;
+        let a = req_id(&mut c, r#"{"leave":{"id":"a","topic":"g"}}"#);
+        let b = req_id(&mut c, r#"{"leave":{"id":"b","topic":"g"}}"#);
+        assert_eq!((a, b), (u32::MAX, 1));
+        c.next_id = u32::MAX;
+        let d = req_id(&mut c, r#"{"leave":{"id":"d","topic":"g"}}"#);
+        assert_eq!(d, 2, "skips 0 and the pending MAX and 1");
+    }
+
+    #[test]
+    fn pres_and_info_use_tinodes_shapes_and_kefus_words() {
+        let mut c = codec();
+        let pres = |what| Out::Pres {
+            topic: "me".into(),
+            src: "usrBob".into(),
+            what,
+        };
+        assert_eq!(
+            one(&mut c, &pres(PresWhat::On)),
+            r#"{"pres":{"topic":"me","src":"usrBob","what":"on"}}"#
+        );
+        assert_eq!(
+            one(&mut c, &pres(PresWhat::Msg { seq: 4 })),
+            r#"{"pres":{"topic":"me","src":"usrBob","what":"msg","seq":4}}"#
+        );
+        assert_eq!(
+            one(&mut c, &pres(PresWhat::Status(AgentStatus::Away))),
+            r#"{"pres":{"topic":"me","src":"usrBob","what":"kefu-status","status":"away"}}"#
+        );
+        for (what, word) in [
+            (PresWhat::Off, "off"),
+            (PresWhat::Upd, "upd"),
+            (PresWhat::Gone, "gone"),
+            (PresWhat::Assigned, "kefu-assigned"),
+        ] {
+            assert!(one(&mut c, &pres(what)).contains(&format!(r#""what":"{word}""#)));
+        }
+        let info = |what, seq| Out::Info {
+            topic: "usrBob".into(),
+            from: "usrBob".into(),
+            what,
+            seq,
+        };
+        assert_eq!(
+            one(&mut c, &info(NoteWhat::Read, 3)),
+            r#"{"info":{"topic":"usrBob","from":"usrBob","what":"read","seq":3}}"#
+        );
+        assert_eq!(
+            one(&mut c, &info(NoteWhat::Recv, 3)),
+            r#"{"info":{"topic":"usrBob","from":"usrBob","what":"recv","seq":3}}"#
+        );
+        assert_eq!(
+            one(&mut c, &info(NoteWhat::Kp, 0)),
+            r#"{"info":{"topic":"usrBob","from":"usrBob","what":"kp"}}"#
+        );
+    }
+
+    #[test]
+    fn error_replies_render_the_original_id_and_end_its_mapping() {
+        let mut c = codec();
+        let err = c
+            .decode(r#"{"pub":{"id":"e1","topic":"a b"}}"#, NOW)
+            .unwrap_err();
+        let text = one(&mut c, &err.reply());
+        assert!(
+            text.starts_with(
+                r#"{"ctrl":{"id":"e1","code":400,"text":"malformed pub: invalid topic \"a b\"","#
+            ),
+            "{text}"
+        );
+        assert_eq!(c.pending(), 0);
+        let err = c
+            .decode(r#"{"get":{"id":"e2","topic":"me","what":"tags"}}"#, NOW)
+            .unwrap_err();
+        assert!(
+            one(&mut c, &err.reply())
+                .starts_with(r#"{"ctrl":{"id":"e2","topic":"me","code":204,"text":"no content","#)
+        );
+    }
+}
