@@ -1,5 +1,5 @@
 //! The Tinode-compatible JSON dialect: maps Tinode's JSON packets (WebSocket text messages) onto
-//! the gateway's owned [`Req`] / [`Out`] set and back, so that the real Tinode JS client
+//! the gateway's owned [`Req`](super::wire::Req) / [`Out`] set and back, so that the real Tinode JS client
 //! (`tinode-sdk`) can talk to the gateway. The mapping is specified in `docs/PROTOCOL.md` §9.
 //!
 //! One [`JsonCodec`] lives per connection. It owns the per-connection state the dialect needs:
@@ -20,6 +20,7 @@
 
 mod decode;
 mod encode;
+mod packets;
 
 use std::collections::HashMap;
 
