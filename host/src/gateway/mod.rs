@@ -15,6 +15,7 @@ pub mod policy;
 pub mod server;
 pub mod session;
 pub mod tcp;
+pub mod json;
 pub mod wire;
 
 pub use config::GatewayConfig;
