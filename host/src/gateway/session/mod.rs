@@ -96,7 +96,7 @@ struct PubDone {
     out: Out,
 }
 
-type PubFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PubDone> + Send>>;
+type PubFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PubDone> + Send + Sync>>;
 
 /// One session.
 pub struct Session<S: Store, C: Conn> {
@@ -122,6 +122,8 @@ pub struct Session<S: Store, C: Conn> {
     outq: Vec<Out>,
     /// Keepalives to answer.
     pongs: usize,
+    /// Raw texts to send (Tinode's network probe answer).
+    raw_texts: Vec<String>,
     /// The kind of each request awaiting its `ctrl`, for metrics by type and code.
     kinds: HashMap<u32, &'static str>,
     epoch: Instant,
@@ -153,6 +155,7 @@ impl<S: Store, C: Conn> Session<S, C> {
             noecho: HashSet::new(),
             outq: Vec::new(),
             pongs: 0,
+            raw_texts: Vec::new(),
             kinds: HashMap::new(),
             epoch: now,
             last_heard: now,
@@ -332,6 +335,10 @@ impl<S: Store, C: Conn> Session<S, C> {
                 Ok(())
             }
             Inbound::Text(text) => {
+                if let Some(answer) = JsonCodec::probe_reply(&text) {
+                    self.raw_texts.push(answer.to_owned());
+                    return Ok(());
+                }
                 if matches!(self.dialect, Some(Dialect::Binary)) {
                     self.ctx.metrics.bad_input("json on a binary session");
                     return Err(End::Close("JSON text on a binary session"));
@@ -339,7 +346,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                 let max = self.ctx.cfg.max_body();
                 let dialect = self
                     .dialect
-                    .get_or_insert_with(|| Dialect::Json(Box::new(JsonCodec::new(max))));
+                    .get_or_insert_with(|| Dialect::Json(Box::new(JsonCodec::with_max_len(max))));
                 let Dialect::Json(codec) = dialect else {
                     return Ok(());
                 };
@@ -460,8 +467,11 @@ impl<S: Store, C: Conn> Session<S, C> {
 
     /// Encodes and writes everything queued, then flushes.
     async fn write_out(&mut self) -> std::io::Result<()> {
-        if self.outq.is_empty() && self.pongs == 0 {
+        if self.outq.is_empty() && self.pongs == 0 && self.raw_texts.is_empty() {
             return Ok(());
+        }
+        for text in std::mem::take(&mut self.raw_texts) {
+            self.conn.feed(Unit::Text(text)).await?;
         }
         for _ in 0..std::mem::take(&mut self.pongs) {
             let mut buf = vec![0u8; frame::OVERHEAD];
