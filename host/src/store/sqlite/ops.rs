@@ -9,8 +9,8 @@ use super::schema::{
     state_text, uint,
 };
 use crate::store::{
-    Appended, NewMessage, NewUser, StoreError, StoreResult, Subscription, TopicRecord,
-    TopicUpdate, User,
+    Appended, NewMessage, NewUser, StoreError, StoreResult, Subscription, TopicRecord, TopicUpdate,
+    User,
 };
 
 /// The mode members of a new topic get.

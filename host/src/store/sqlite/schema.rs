@@ -83,15 +83,21 @@ pub(super) fn connect(path: &Path, sync: SyncMode) -> StoreResult<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(map)? {
-        return Err(StoreError::ReadOnly(format!("{} opens read-only", path.display())));
+        return Err(StoreError::ReadOnly(format!(
+            "{} opens read-only",
+            path.display()
+        )));
     }
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map)?;
-    conn.pragma_update(None, "foreign_keys", true).map_err(map)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(map)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(map)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Failed(format!("journal_mode is {mode}, WAL refused")));
+        return Err(StoreError::Failed(format!(
+            "journal_mode is {mode}, WAL refused"
+        )));
     }
     let sync = match sync {
         SyncMode::Full => "FULL",
@@ -118,7 +124,8 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if version < 1 {
         tx.execute_batch(V1).map_err(map)?;
     }
-    tx.pragma_update(None, "user_version", VERSION).map_err(map)?;
+    tx.pragma_update(None, "user_version", VERSION)
+        .map_err(map)?;
     tx.commit().map_err(map)
 }
 
@@ -226,7 +233,9 @@ pub(super) fn kind_of(s: &str) -> StoreResult<TopicKind> {
         "p2p" => Ok(TopicKind::P2p),
         "group" => Ok(TopicKind::Group),
         "consult" => Ok(TopicKind::Consult),
-        _ => Err(StoreError::Failed(format!("unknown stored topic kind {s:?}"))),
+        _ => Err(StoreError::Failed(format!(
+            "unknown stored topic kind {s:?}"
+        ))),
     }
 }
 
@@ -245,6 +254,8 @@ pub(super) fn state_of(s: &str) -> StoreResult<ConsultState> {
         "waiting" => Ok(ConsultState::Waiting),
         "active" => Ok(ConsultState::Active),
         "closed" => Ok(ConsultState::Closed),
-        _ => Err(StoreError::Failed(format!("unknown stored consult state {s:?}"))),
+        _ => Err(StoreError::Failed(format!(
+            "unknown stored consult state {s:?}"
+        ))),
     }
 }

@@ -160,8 +160,12 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
         Ok(()) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             let appends = ran.iter().filter(|r| r.append && r.err.is_none()).count();
-            counters.appends.fetch_add(appends as u64, Ordering::Relaxed);
-            counters.writes.fetch_add(ran.len() as u64, Ordering::Relaxed);
+            counters
+                .appends
+                .fetch_add(appends as u64, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(ran.len() as u64, Ordering::Relaxed);
             counters
                 .largest_batch
                 .fetch_max(ran.len() as u64, Ordering::Relaxed);
