@@ -1,1 +1,0 @@
-//! The embedded default store: SQLite in WAL mode with group commit.

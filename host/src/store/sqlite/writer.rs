@@ -1,0 +1,191 @@
+//! The writer thread: the only connection that writes. It takes the first queued command,
+//! drains what else is queued (up to `max_batch`), runs them all in one transaction, each inside
+//! its own SAVEPOINT so that a failing command fails alone, commits once, and only then answers
+//! them all (group commit: while one commit syncs, the next batch queues).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::Counters;
+use super::schema::{copy_error, map};
+use crate::store::{StoreError, StoreResult};
+
+/// A write command queued for the writer thread.
+pub(super) trait WriteJob: Send {
+    /// Runs the command inside the open transaction; the answer waits for the commit.
+    fn run(self: Box<Self>, conn: &Connection) -> Ran;
+    /// Answers without running: the batch failed before this command's turn.
+    fn fail(self: Box<Self>, err: StoreError);
+}
+
+/// A command that ran: whether it succeeded and how to answer once the commit is decided.
+pub(super) struct Ran {
+    /// A copy of the command's own error, if it failed.
+    err: Option<StoreError>,
+    append: bool,
+    reply: Box<dyn Reply>,
+}
+
+/// The held answer of a command that ran.
+trait Reply: Send {
+    /// Sends the answer: the command's own result if the commit succeeded (or the command
+    /// failed by itself), the commit's error otherwise.
+    fn send(self: Box<Self>, commit: Result<(), &StoreError>);
+}
+
+/// A write command: a closure over the write connection and the channel for its answer.
+pub(super) struct Op<T, F> {
+    /// The work, run inside the batch's transaction.
+    pub(super) f: F,
+    /// Where the answer goes.
+    pub(super) tx: oneshot::Sender<StoreResult<T>>,
+    /// Whether this is an append.
+    pub(super) append: bool,
+}
+
+impl<T, F> WriteJob for Op<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Ran {
+        let Op { f, tx, append } = *self;
+        let result = f(conn);
+        Ran {
+            err: result.as_ref().err().map(copy_error),
+            append,
+            reply: Box::new(Held { result, tx }),
+        }
+    }
+
+    fn fail(self: Box<Self>, err: StoreError) {
+        // The caller may have gone away; nobody is left to tell.
+        let _ = self.tx.send(Err(err));
+    }
+}
+
+/// The result of a command held until the commit.
+struct Held<T> {
+    result: StoreResult<T>,
+    tx: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T: Send> Reply for Held<T> {
+    fn send(self: Box<Self>, commit: Result<(), &StoreError>) {
+        let answer = match (self.result, commit) {
+            (Err(own), _) => Err(own),
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(copy_error(e)),
+        };
+        // The caller may have gone away; the write stands either way.
+        let _ = self.tx.send(answer);
+    }
+}
+
+/// Runs the writer until every sender is gone and the queue is drained, then closes `conn`.
+pub(super) fn run(
+    conn: Connection,
+    rx: Receiver<Box<dyn WriteJob>>,
+    max_batch: usize,
+    counters: Arc<Counters>,
+) {
+    let max_batch = max_batch.max(1);
+    let mut batch = Vec::with_capacity(max_batch.min(4096));
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        run_batch(&conn, &mut batch, &counters);
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the store's write connection failed");
+    }
+}
+
+/// Runs one batch in one transaction and answers every command of it.
+fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &Counters) {
+    let mut jobs = batch.drain(..);
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = map(e);
+        for job in jobs {
+            job.fail(copy_error(&e));
+        }
+        counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut ran: Vec<Ran> = Vec::with_capacity(jobs.len());
+    let mut abort: Option<StoreError> = None;
+    for job in jobs.by_ref() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT cmd") {
+            abort = Some(map(e));
+            job.fail(StoreError::Failed("batch aborted".into()));
+            break;
+        }
+        let done = job.run(conn);
+        let ok = done.err.is_none();
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (it may do so on SQLITE_FULL or an
+            // I/O error): every command of the batch is lost, for the command's reason.
+            abort = Some(done.err.as_ref().map_or_else(
+                || StoreError::Failed("the transaction was rolled back by SQLite".into()),
+                copy_error,
+            ));
+            ran.push(done);
+            break;
+        }
+        ran.push(done);
+        let end = if ok {
+            conn.execute_batch("RELEASE cmd")
+        } else {
+            conn.execute_batch("ROLLBACK TO cmd; RELEASE cmd")
+        };
+        if let Err(e) = end {
+            abort = Some(map(e));
+            break;
+        }
+    }
+    let outcome = match abort {
+        Some(e) => Err(e),
+        None => conn.execute_batch("COMMIT").map_err(map),
+    };
+    match outcome {
+        Ok(()) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            let appends = ran.iter().filter(|r| r.append && r.err.is_none()).count();
+            counters
+                .appends
+                .fetch_add(appends as u64, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(ran.len() as u64, Ordering::Relaxed);
+            counters
+                .largest_batch
+                .fetch_max(ran.len() as u64, Ordering::Relaxed);
+            for r in ran {
+                r.reply.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            if !conn.is_autocommit()
+                && let Err(re) = conn.execute_batch("ROLLBACK")
+            {
+                tracing::error!(error = %re, "rolling back a failed batch failed");
+            }
+            counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            for r in ran {
+                r.reply.send(Err(&e));
+            }
+            for job in jobs {
+                job.fail(copy_error(&e));
+            }
+        }
+    }
+}
