@@ -9,13 +9,13 @@ pub mod context;
 pub mod desk;
 pub mod http;
 pub mod hub;
+pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod server;
 pub mod session;
 pub mod tcp;
-pub mod json;
 pub mod wire;
 
 pub use config::GatewayConfig;

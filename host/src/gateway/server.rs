@@ -182,7 +182,7 @@ async fn serve(ctx: Arc<Ctx<SqliteStore>>, http_listener: TcpListener, tcp_liste
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = stop.wait_for(|s| *s) => break,
+            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
         }
     }
     drop(tcp_listener);

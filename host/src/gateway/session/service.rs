@@ -121,7 +121,12 @@ impl<S: Store, C: Conn> Session<S, C> {
                 let t = match self.ctx.hub.topic(&*self.ctx.store, &topic).await {
                     Ok(Some(t)) if t.kind == TopicKind::Consult => t,
                     Ok(_) => {
-                        return self.reply_code(id, Code::NOT_FOUND, &topic, "no such consultation");
+                        return self.reply_code(
+                            id,
+                            Code::NOT_FOUND,
+                            &topic,
+                            "no such consultation",
+                        );
                     }
                     Err(e) => return self.store_failed(id, &topic, &e),
                 };
