@@ -249,6 +249,28 @@ impl Raw {
         (code, params)
     }
 
+    /// Creates a group topic (`sub new`); its name.
+    pub async fn new_group(&mut self) -> String {
+        let id = self.next_id();
+        self.send(ClientPacket::Sub(Sub {
+            id,
+            topic: "new",
+            since: None,
+        }))
+        .await;
+        match self
+            .wait_for(|o| matches!(o, Out::Ctrl { id: i, .. } if *i == id))
+            .await
+        {
+            Out::Ctrl {
+                code: Code::CREATED,
+                topic,
+                ..
+            } => topic,
+            other => panic!("sub new failed: {other:?}"),
+        }
+    }
+
     /// Sends a pub without waiting; its request id.
     pub async fn send_pub(&mut self, topic: &str, msg_id: MsgId, content: &[u8]) -> u32 {
         let id = self.next_id();
