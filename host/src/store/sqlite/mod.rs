@@ -2,17 +2,17 @@
 //!
 //! One writer thread owns the only write connection: every modifying call becomes a command on
 //! its queue, answered through a oneshot once the batch it rode in is committed (see
-//! [`writer`]). Reads go to a small pool of reader threads with their own connections (see
-//! [`reader`]), so they never wait behind a disk sync. No SQLite call ever runs on a tokio
+//! `writer`). Reads go to a small pool of reader threads with their own connections (see
+//! `reader`), so they never wait behind a disk sync. No SQLite call ever runs on a tokio
 //! worker.
 //!
 //! | module | job |
 //! |---|---|
-//! | [`schema`] | pragmas, versioned schema, error mapping |
-//! | [`writer`] | the writer thread: batches, savepoints, group commit |
-//! | [`reader`] | the reader pool |
-//! | [`ops`] | the write commands' SQL |
-//! | [`rows`] | the read queries and row decoding |
+//! | `schema` | pragmas, versioned schema, error mapping |
+//! | `writer` | the writer thread: batches, savepoints, group commit |
+//! | `reader` | the reader pool |
+//! | `ops` | the write commands' SQL |
+//! | `rows` | the read queries and row decoding |
 
 mod ops;
 mod reader;

@@ -278,7 +278,9 @@ fn hidden(
     .collect()
 }
 
-/// How many messages of `topic` above `after` `user` sent that are not deleted.
+/// How many messages of `topic` above `after` `user` sent that are not deleted. It scans the
+/// seq range above `after` (the unread part, usually short) rather than keep a sender index
+/// that every append would pay for.
 pub(super) fn count_from(
     conn: &Connection,
     topic: &str,

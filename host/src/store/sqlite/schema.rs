@@ -66,7 +66,6 @@ CREATE TABLE messages (
     PRIMARY KEY (topic, seq),
     UNIQUE (topic, msg_id)
 ) WITHOUT ROWID;
-CREATE INDEX messages_by_sender ON messages (topic, "from", seq);
 CREATE TABLE hidden (
     topic TEXT NOT NULL REFERENCES topics (name) ON DELETE CASCADE,
     user  TEXT NOT NULL,

@@ -125,8 +125,9 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
     let mut abort: Option<StoreError> = None;
     for job in jobs.by_ref() {
         if let Err(e) = conn.execute_batch("SAVEPOINT cmd") {
-            abort = Some(map(e));
-            job.fail(StoreError::Failed("batch aborted".into()));
+            let e = map(e);
+            job.fail(copy_error(&e));
+            abort = Some(e);
             break;
         }
         let done = job.run(conn);
