@@ -146,13 +146,11 @@ impl Raw {
             .backlog
             .iter()
             .position(|o| matches!(o, Out::Ctrl { id: i, .. } if *i == id))
-        {
-            if let Some(Out::Ctrl {
+            && let Some(Out::Ctrl {
                 code, text, params, ..
             }) = self.backlog.remove(pos)
-            {
-                return (code, text, params);
-            }
+        {
+            return (code, text, params);
         }
         loop {
             match self.recv_wire().await {

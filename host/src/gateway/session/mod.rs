@@ -278,7 +278,7 @@ impl<S: Store, C: Conn> Session<S, C> {
         }
         for a in self.attached.values() {
             if let Some(t) = a.window.poll_timeout() {
-                next = next.min(self.from_core(t));
+                next = next.min(self.std_instant(t));
             }
         }
         next
@@ -305,7 +305,7 @@ impl<S: Store, C: Conn> Session<S, C> {
         CoreInstant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
     }
 
-    fn from_core(&self, t: CoreInstant) -> Instant {
+    fn std_instant(&self, t: CoreInstant) -> Instant {
         self.epoch + Duration::from_micros(t.as_micros())
     }
 
