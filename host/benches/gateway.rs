@@ -1,6 +1,6 @@
 //! Gateway throughput: messages stored durably (SQLite, synchronous=FULL) and acknowledged
-//! (`202`) per second, with one publisher and with 100, each keeping 32 `pub`s in flight over
-//! its own TCP connection on 127.0.0.1.
+//! (`202`) per second, with one publisher and with 100, each over its own TCP connection on
+//! 127.0.0.1, keeping 1 or 32 `pub`s in flight.
 //!
 //! `cargo bench -p kefu-host --bench gateway`; criterion reports elements/s = messages/s.
 
@@ -13,16 +13,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kefu_core::proto::Code;
 use support::{Raw, new_id, test_config};
 
-/// Pubs each publisher keeps in flight.
-const IN_FLIGHT: usize = 32;
-
-/// Publishes `n` messages on `topic` keeping `IN_FLIGHT` unanswered; panics on any non-202.
-async fn publish_n(c: &mut Raw, topic: &str, n: usize) {
+/// Publishes `n` messages on `topic` keeping `in_flight` unanswered; panics on any non-202.
+async fn publish_n(c: &mut Raw, topic: &str, n: usize, in_flight: usize) {
     let mut sent = 0;
     let mut answered = 0;
     let mut waiting = std::collections::VecDeque::new();
     while answered < n {
-        while sent < n && waiting.len() < IN_FLIGHT {
+        while sent < n && waiting.len() < in_flight {
             waiting.push_back(c.send_pub(topic, new_id(), &[b'x'; 100]).await);
             sent += 1;
         }
@@ -33,7 +30,7 @@ async fn publish_n(c: &mut Raw, topic: &str, n: usize) {
     }
 }
 
-fn bench_publishers(c: &mut Criterion, publishers: usize, per_iter: usize) {
+fn bench_publishers(c: &mut Criterion, publishers: usize, in_flight: usize, per_iter: usize) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, mut clients, topics) = rt.block_on(async {
@@ -58,7 +55,8 @@ fn bench_publishers(c: &mut Criterion, publishers: usize, per_iter: usize) {
     group.throughput(Throughput::Elements((publishers * per_iter) as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
-    group.bench_function(format!("pub_202_{publishers}_publishers"), |b| {
+    let name = format!("pub_202_{publishers}_publishers_{in_flight}_in_flight");
+    group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
@@ -66,7 +64,7 @@ fn bench_publishers(c: &mut Criterion, publishers: usize, per_iter: usize) {
                     let mut tasks = Vec::new();
                     for (mut client, topic) in clients.drain(..).zip(topics.iter().cloned()) {
                         tasks.push(tokio::spawn(async move {
-                            publish_n(&mut client, &topic, per_iter).await;
+                            publish_n(&mut client, &topic, per_iter, in_flight).await;
                             client
                         }));
                     }
@@ -83,8 +81,10 @@ fn bench_publishers(c: &mut Criterion, publishers: usize, per_iter: usize) {
 }
 
 fn gateway(c: &mut Criterion) {
-    bench_publishers(c, 1, 2000);
-    bench_publishers(c, 100, 200);
+    bench_publishers(c, 1, 1, 200);
+    bench_publishers(c, 1, 32, 2000);
+    bench_publishers(c, 100, 1, 20);
+    bench_publishers(c, 100, 32, 200);
 }
 
 criterion_group!(benches, gateway);
