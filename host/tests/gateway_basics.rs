@@ -79,3 +79,51 @@ async fn a_pub_repeated_after_a_cut_connection_is_stored_once() {
     assert_eq!(page.len(), 1, "stored once");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_peer_sees_the_other_come_online_and_go_offline() {
+    use kefu_core::proto::PresWhat;
+    use kefu_host::gateway::wire::Out;
+
+    let mut gw = Gw::start().await;
+    let (mut alice, alice_id) = gw.user("alice").await;
+    let (mut bob, bob_id) = gw.user("bob").await;
+    let (code, _) = alice.sub(&bob_id, None).await;
+    assert_eq!(code, Code::OK, "their one-to-one topic exists now");
+    let (code, _) = bob.sub("me", None).await;
+    assert_eq!(code, Code::OK);
+
+    drop(alice);
+    let off = bob
+        .wait_for(|o| {
+            matches!(
+                o,
+                Out::Pres {
+                    what: PresWhat::Off,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert!(
+        matches!(off, Out::Pres { ref topic, ref src, .. } if topic == "me" && *src == alice_id)
+    );
+
+    let mut alice = support::Raw::connect(gw.tcp).await;
+    alice.hi().await;
+    let (code, _) = alice.login("alice", "secret-pass").await;
+    assert_eq!(code, Code::OK);
+    let on = bob
+        .wait_for(|o| {
+            matches!(
+                o,
+                Out::Pres {
+                    what: PresWhat::On,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert!(matches!(on, Out::Pres { ref src, .. } if *src == alice_id));
+    gw.stop().await;
+}

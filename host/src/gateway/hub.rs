@@ -305,12 +305,43 @@ impl Hub {
         }
     }
 
-    /// A logged-in session came up.
-    pub fn session_up(&self, link: SessionLink) {
-        lock(&self.online)
-            .entry(Arc::clone(&link.user))
-            .or_default()
-            .push(link);
+    /// A logged-in session came up; whether it is the user's first.
+    pub fn session_up(&self, link: SessionLink) -> bool {
+        let mut online = lock(&self.online);
+        let sessions = online.entry(Arc::clone(&link.user)).or_default();
+        sessions.push(link);
+        sessions.len() == 1
+    }
+
+    /// Queues `out` for the sessions of `user` that are attached to `me`.
+    pub fn tell_me(&self, user: &str, out: &Out) {
+        for s in self.sessions_of(user) {
+            if s.me.load(Ordering::Relaxed) {
+                s.send(Event::Out(out.clone()));
+            }
+        }
+    }
+
+    /// Tells the one-to-one peers of `user` (on their `me`) that `user` came online or went
+    /// offline.
+    pub async fn announce<S: Store>(&self, store: &S, user: &str, what: PresWhat) {
+        let Ok(subs) = store.subscriptions_of(user).await else {
+            return;
+        };
+        for s in subs {
+            if names::p2p_members(&s.topic).is_none() {
+                continue;
+            }
+            let peer = names::view_name(&s.topic, user);
+            self.tell_me(
+                &peer,
+                &Out::Pres {
+                    topic: "me".into(),
+                    src: user.to_owned(),
+                    what,
+                },
+            );
+        }
     }
 
     /// A logged-in session ended; whether it was the user's last.

@@ -9,7 +9,7 @@ use crate::gateway::auth::{self, AuthError};
 use crate::gateway::context::now_ms;
 use crate::gateway::hub::SessionLink;
 use crate::gateway::names;
-use crate::gateway::wire::{AuthScheme, Code, Out, Params};
+use crate::gateway::wire::{AuthScheme, Code, Out, Params, PresWhat};
 use crate::store::{NewUser, Role, Store, StoreError, User};
 
 impl<S: Store, C: Conn> Session<S, C> {
@@ -169,7 +169,11 @@ impl<S: Store, C: Conn> Session<S, C> {
             Arc::clone(&self.wake),
             self.events_tx.clone(),
         );
-        self.ctx.hub.session_up(link.clone());
+        if self.ctx.hub.session_up(link.clone()) {
+            let ctx = Arc::clone(&self.ctx);
+            let user = user.id.clone();
+            tokio::spawn(async move { ctx.hub.announce(&*ctx.store, &user, PresWhat::On).await });
+        }
         self.ctx.metrics.sessions_logged_in(1);
         let expires_ms = now_ms()
             .saturating_add(u64::try_from(self.ctx.cfg.token_ttl.as_millis()).unwrap_or(u64::MAX));

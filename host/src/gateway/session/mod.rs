@@ -528,6 +528,15 @@ impl<S: Store, C: Conn> Session<S, C> {
         }
         if let Phase::Ready(login) = &self.phase {
             let last = self.ctx.hub.session_down(&login.user, self.id);
+            if last {
+                let ctx = Arc::clone(&self.ctx);
+                let user = login.user.to_string();
+                tokio::spawn(async move {
+                    ctx.hub
+                        .announce(&*ctx.store, &user, super::wire::PresWhat::Off)
+                        .await
+                });
+            }
             self.ctx.metrics.sessions_logged_in(-1);
             if last && matches!(login.role, Role::Agent | Role::Supervisor) {
                 self.ctx.desk().session_down(&login.user);
