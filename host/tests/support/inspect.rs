@@ -246,3 +246,134 @@ pub fn metric(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// A JSON-dialect (Tinode) client over a real WebSocket at `/v0/channels`.
+pub struct Ws {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    next_id: u32,
+    /// Packets received while waiting for something else.
+    pub backlog: std::collections::VecDeque<serde_json::Value>,
+}
+
+impl Ws {
+    pub async fn connect(http: SocketAddr) -> Ws {
+        let url = format!("ws://{http}/v0/channels");
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("websocket connects");
+        Ws {
+            ws,
+            next_id: 0,
+            backlog: Default::default(),
+        }
+    }
+
+    /// A fresh request id, as the Tinode SDK makes them (decimal strings).
+    pub fn next_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}", 1000 + self.next_id)
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send(&mut self, v: serde_json::Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// The next JSON packet; panics if none comes within `WAIT` or the socket closes.
+    async fn recv_wire(&mut self) -> serde_json::Value {
+        use futures_util::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no packet in time; backlog {:?}", self.backlog))
+                .expect("the socket stays open")
+                .expect("a websocket message");
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                return serde_json::from_str(t.as_str()).expect("the gateway sends JSON");
+            }
+        }
+    }
+
+    /// Waits for the next packet matching `pred`, keeping others in the backlog.
+    pub async fn wait_for(
+        &mut self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some(pos) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(pos).expect("present");
+        }
+        loop {
+            let v = self.recv_wire().await;
+            if pred(&v) {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// The `ctrl` answering `id` (`None`: a ctrl without id).
+    pub async fn ctrl(&mut self, id: Option<&str>) -> serde_json::Value {
+        let v = self
+            .wait_for(|v| {
+                v.get("ctrl")
+                    .is_some_and(|c| c.get("id").and_then(|i| i.as_str()) == id)
+            })
+            .await;
+        v["ctrl"].clone()
+    }
+
+    /// The next `data` on `topic`.
+    pub async fn data(&mut self, topic: &str) -> serde_json::Value {
+        let v = self
+            .wait_for(|v| v.get("data").is_some_and(|d| d["topic"] == topic))
+            .await;
+        v["data"].clone()
+    }
+
+    /// Sends a packet `{kind: body + id}` and waits for its ctrl.
+    pub async fn call(&mut self, kind: &str, mut body: serde_json::Value) -> serde_json::Value {
+        let id = self.next_id();
+        body["id"] = serde_json::Value::from(id.clone());
+        self.send(serde_json::json!({ kind: body })).await;
+        self.ctrl(Some(&id)).await
+    }
+
+    pub async fn hi(&mut self) -> serde_json::Value {
+        self.call(
+            "hi",
+            serde_json::json!({"ver": "0.25.3", "ua": "kefu-tests", "lang": "en", "platf": "web"}),
+        )
+        .await
+    }
+
+    /// Creates an account and logs in; the user id.
+    pub async fn acc(&mut self, login: &str, name: &str) -> String {
+        use base64::Engine;
+        let secret =
+            base64::engine::general_purpose::STANDARD.encode(format!("{login}:secret-pass"));
+        let c = self
+            .call(
+                "acc",
+                serde_json::json!({"user": "new", "scheme": "basic", "secret": secret,
+                    "login": true, "desc": {"public": {"fn": name}}}),
+            )
+            .await;
+        assert_eq!(c["code"], 201, "acc: {c}");
+        c["params"]["user"].as_str().expect("a user id").to_owned()
+    }
+
+    pub async fn publish(&mut self, topic: &str, content: &str) -> serde_json::Value {
+        self.call(
+            "pub",
+            serde_json::json!({"topic": topic, "content": content}),
+        )
+        .await
+    }
+}
