@@ -246,15 +246,16 @@ impl<S: Store, C: Conn> Session<S, C> {
             Ok(t) => t,
             Err(r) => return self.refuse(id, &name, r),
         };
+        // Refuse before detaching: a refused request changes nothing.
+        if unsub && topic.kind == TopicKind::P2p {
+            return self.refuse(
+                id,
+                &name,
+                (Code::FORBIDDEN, "one-to-one topics cannot be left"),
+            );
+        }
         let was_attached = self.detach(&topic.name);
         if unsub {
-            if topic.kind == TopicKind::P2p {
-                return self.refuse(
-                    id,
-                    &name,
-                    (Code::FORBIDDEN, "one-to-one topics cannot be left"),
-                );
-            }
             match self.ctx.store.unsubscribe(&topic.name, &user).await {
                 Ok(_) => {
                     topic.state().subs.remove(&*user);
