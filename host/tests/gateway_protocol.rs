@@ -494,3 +494,33 @@ async fn an_idle_connection_is_closed_and_keepalives_keep_one_open() {
     assert_eq!(code, Code::OK);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_unsubscribe_from_a_one_to_one_topic_changes_nothing() {
+    let mut gw = Gw::start().await;
+    let (mut alice, alice_id) = gw.user("alice").await;
+    let (mut bob, bob_id) = gw.user("bob").await;
+    assert_eq!(bob.sub(&alice_id, Some(0)).await.0, Code::OK);
+
+    let id = bob.next_id();
+    let (code, ..) = bob
+        .call(
+            id,
+            ClientPacket::Leave(proto::Leave {
+                id,
+                topic: &alice_id,
+                unsub: true,
+            }),
+        )
+        .await;
+    assert_eq!(code, Code::FORBIDDEN);
+
+    // Bob is still attached: Alice's next message is pushed to him.
+    let (code, _) = alice.publish(&bob_id, new_id(), b"still there?").await;
+    assert_eq!(code, Code::ACCEPTED);
+    let m = bob.data(&alice_id).await;
+    assert_eq!(m.content, b"still there?");
+    // And subscribing again is "not modified": he never left.
+    assert_eq!(bob.sub(&alice_id, Some(0)).await.0, Code::NOT_MODIFIED);
+    gw.stop().await;
+}
