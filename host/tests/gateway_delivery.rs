@@ -514,3 +514,26 @@ async fn a_hard_delete_by_the_owner_leaves_tombstones_at_the_same_seqs() {
     assert_eq!(set, (1..=6).collect::<BTreeSet<_>>(), "{got:?}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_groups_subscriber_list_does_not_count_ones_own_messages_as_unread() {
+    let mut gw = Gw::start().await;
+    let (mut alice, alice_id) = gw.user("alice").await;
+    let (mut bob, bob_id) = gw.user("bob").await;
+    let grp = alice.new_group().await;
+    assert_eq!(bob.sub(&grp, None).await.0, Code::OK);
+    for i in 1..=3 {
+        alice
+            .publish(&grp, new_id(), format!("a{i}").as_bytes())
+            .await;
+    }
+    bob.publish(&grp, new_id(), b"b1").await;
+    for c in [&mut alice, &mut bob] {
+        let (code, subs) = c.subs(&grp).await;
+        assert_eq!(code, Code::OK);
+        let unread = |u: &str| subs.iter().find(|s| s.name == u).map(|s| s.unread);
+        assert_eq!(unread(&alice_id), Some(1), "only bob's message: {subs:?}");
+        assert_eq!(unread(&bob_id), Some(3), "only alice's messages: {subs:?}");
+    }
+    gw.stop().await;
+}
