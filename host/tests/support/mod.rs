@@ -2,6 +2,8 @@
 //! client over real TCP that speaks the core's frames directly.
 #![allow(dead_code)]
 
+pub mod inspect;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -246,15 +246,16 @@ impl<S: Store, C: Conn> Session<S, C> {
             Ok(t) => t,
             Err(r) => return self.refuse(id, &name, r),
         };
+        // Refuse before detaching: a refused request changes nothing.
+        if unsub && topic.kind == TopicKind::P2p {
+            return self.refuse(
+                id,
+                &name,
+                (Code::FORBIDDEN, "one-to-one topics cannot be left"),
+            );
+        }
         let was_attached = self.detach(&topic.name);
         if unsub {
-            if topic.kind == TopicKind::P2p {
-                return self.refuse(
-                    id,
-                    &name,
-                    (Code::FORBIDDEN, "one-to-one topics cannot be left"),
-                );
-            }
             match self.ctx.store.unsubscribe(&topic.name, &user).await {
                 Ok(_) => {
                     topic.state().subs.remove(&*user);
@@ -343,6 +344,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                 let count = u32::try_from(subs.len()).unwrap_or(u32::MAX);
                 for (u, m) in subs {
                     let online = self.ctx.hub.is_online(&u);
+                    let unread = self.unread_of(&topic.name, &u, seq, m.read).await;
                     self.outq.push(Out::Meta {
                         id,
                         topic: name.to_owned(),
@@ -352,7 +354,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                             seq,
                             read: m.read,
                             recv: m.recv,
-                            unread: seq.saturating_sub(m.read),
+                            unread,
                             online,
                         }),
                     });
@@ -419,6 +421,11 @@ impl<S: Store, C: Conn> Session<S, C> {
 
     /// Unread = latest − read, not counting one's own messages above the read mark.
     async fn unread(&self, internal: &str, latest: u64, read: u64) -> u64 {
+        self.unread_of(internal, &self.user(), latest, read).await
+    }
+
+    /// [`Self::unread`] for any subscriber `user`.
+    async fn unread_of(&self, internal: &str, user: &str, latest: u64, read: u64) -> u64 {
         let total = latest.saturating_sub(read);
         if total == 0 {
             return 0;
@@ -426,7 +433,7 @@ impl<S: Store, C: Conn> Session<S, C> {
         let own = self
             .ctx
             .store
-            .count_from(internal, &self.user(), read)
+            .count_from(internal, user, read)
             .await
             .unwrap_or(0);
         total.saturating_sub(own)
