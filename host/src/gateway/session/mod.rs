@@ -212,6 +212,9 @@ impl<S: Store, C: Conn> Session<S, C> {
                             break;
                         }
                     }
+                    // Silence is measured from when the gateway finished with the client's
+                    // last request, not from when it arrived (hashing a password takes time).
+                    self.last_heard = Instant::now();
                 }
                 () = self.wake.notified() => {}
                 Some(event) = self.events.recv() => match event {

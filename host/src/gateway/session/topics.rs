@@ -461,6 +461,17 @@ impl<S: Store, C: Conn> Session<S, C> {
             if deleted {
                 continue;
             }
+            // A one-to-one topic is titled with the peer's display name.
+            let title = match names::p2p_members(&topic.name) {
+                Some(_) if title.is_empty() => {
+                    let peer = names::view_name(&topic.name, &user);
+                    match self.ctx.store.user(&peer).await {
+                        Ok(Some(u)) => u.name,
+                        _ => title,
+                    }
+                }
+                _ => title,
+            };
             let seq = topic.latest();
             let unread = self.unread(&topic.name, seq, marks.read).await;
             let online = match names::p2p_members(&topic.name) {
