@@ -380,3 +380,44 @@ async fn a_disconnected_agent_gets_nothing_and_a_supervisor_moves_and_closes_any
     assert_ne!(code, Code::OK);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_agent_takes_no_more_and_its_restored_load_still_counts_after_a_restart() {
+    let (dir, a1_id, _, _) = staffed();
+    let mut gw = Gw::start_in(dir, |cfg| cfg.max_agent_load = 1).await;
+    let mut a1 = agent(&gw, "a1", AgentStatus::Online).await;
+    let (mut first, _) = customer(&gw, "first").await;
+    let (mut second, _) = customer(&gw, "second").await;
+    let (t1, peer) = open(&mut first).await;
+    assert_eq!(peer, a1_id);
+    assigned(&mut a1, &t1).await;
+    let (t2, peer) = open(&mut second).await;
+    assert_eq!(peer, "", "a1 is full");
+    drop((a1, first, second));
+
+    gw.restart_with(|cfg| cfg.max_agent_load = 1).await;
+
+    // Back Online after the restart, a1 is still full: the second customer keeps waiting.
+    let mut a1 = agent(&gw, "a1", AgentStatus::Online).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !a1.backlog.iter().any(|o| matches!(
+            o,
+            Out::Pres {
+                what: PresWhat::Assigned,
+                ..
+            }
+        )),
+        "no assignment beyond the load limit: {:?}",
+        a1.backlog
+    );
+    // The first closes: the freed slot goes to the second at once.
+    let (mut first, _) = gw.login("first", "secret-pass").await;
+    assert_eq!(
+        first.action(ActionWhat::Close { topic: &t1 }).await.0,
+        Code::OK
+    );
+    assigned(&mut a1, &t2).await;
+    assert_eq!(say(&mut a1, &t2, "your turn").await, Code::ACCEPTED);
+    gw.stop().await;
+}

@@ -72,10 +72,15 @@ impl Gw {
 
     /// Stops the gateway and starts a new one on the same data folder (new ports).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Like [`Gw::restart`], with a changed config.
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut GatewayConfig)) {
         self.stop().await;
-        let running = start(test_config(self.dir.path()))
-            .await
-            .expect("gateway restarts");
+        let mut cfg = test_config(self.dir.path());
+        change(&mut cfg);
+        let running = start(cfg).await.expect("gateway restarts");
         self.http = running.http_addr;
         self.tcp = running.tcp_addr;
         self.running = Some(running);
