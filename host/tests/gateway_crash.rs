@@ -431,6 +431,9 @@ async fn sigterm_tells_clients_503_exits_0_and_keeps_every_acknowledged_pub() {
             }
         }));
     }
+    // One more client only greeted, not logged in: it is told too.
+    let mut greeted = Raw::connect(gw.tcp).await;
+    greeted.hi().await;
     started.wait().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = std::time::Instant::now();
@@ -455,6 +458,11 @@ async fn sigterm_tells_clients_503_exits_0_and_keeps_every_acknowledged_pub() {
         acked.extend(mine);
     }
     assert!(acked.len() > 50, "pubs went through ({})", acked.len());
+    match greeted.recv().await {
+        Some(Out::Ctrl { id: 0, code, .. }) => assert_eq!(code, Code::UNAVAILABLE),
+        other => panic!("a greeted client gets ctrl 503 id 0: {other:?}"),
+    }
+    assert!(greeted.recv().await.is_none(), "then the connection closes");
 
     let gw = Bin::start(dir.path(), &[]).await;
     let found = check(gw.tcp, &topics, &acked).await;
