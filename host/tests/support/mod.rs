@@ -12,8 +12,8 @@ use std::time::Duration;
 use kefu_core::frame::Deframer;
 use kefu_core::id::MsgId;
 use kefu_core::proto::{
-    self, Acc, Ack, AuthScheme, ClientPacket, Code, CtrlParams, Get, GetWhat, Head, Hi, Login,
-    MetaItem as CoreMeta, Note, NoteWhat, Pub, ServerPacket, Sub,
+    self, Acc, Ack, Action, ActionWhat, AuthScheme, ClientPacket, Code, CtrlParams, Get, GetWhat,
+    Head, Hi, Leave, Login, MetaItem as CoreMeta, Note, NoteWhat, Pub, ServerPacket, Sub,
 };
 use kefu_host::gateway::wire::{Head as OwnedHead, MetaItem, Out, Params, SubInfo, TopicDesc};
 use kefu_host::gateway::{GatewayConfig, Running, start};
@@ -50,7 +50,11 @@ impl Gw {
     }
 
     pub async fn start_with(change: impl FnOnce(&mut GatewayConfig)) -> Gw {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Gw::start_in(tempfile::tempdir().expect("tempdir"), change).await
+    }
+
+    /// A gateway on a data folder prepared beforehand (accounts made with `kefu user add`).
+    pub async fn start_in(dir: tempfile::TempDir, change: impl FnOnce(&mut GatewayConfig)) -> Gw {
         let mut cfg = test_config(dir.path());
         change(&mut cfg);
         let running = start(cfg).await.expect("gateway starts");
@@ -65,6 +69,32 @@ impl Gw {
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
+        }
+    }
+
+    /// Stops the gateway and starts a new one on the same data folder (new ports).
+    pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Like [`Gw::restart`], with a changed config.
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut GatewayConfig)) {
+        self.stop().await;
+        let mut cfg = test_config(self.dir.path());
+        change(&mut cfg);
+        let running = start(cfg).await.expect("gateway restarts");
+        self.http = running.http_addr;
+        self.tcp = running.tcp_addr;
+        self.running = Some(running);
+    }
+
+    /// A client connected over TCP, greeted, logged in with a password.
+    pub async fn login(&self, login: &str, password: &str) -> (Raw, String) {
+        let mut c = Raw::connect(self.tcp).await;
+        c.hi().await;
+        match c.login(login, password).await {
+            (Code::OK, Params::Login { user, .. }) => (c, user),
+            other => panic!("login {login} failed: {other:?}"),
         }
     }
 
@@ -96,6 +126,20 @@ impl Raw {
         }
     }
 
+    /// Connects; None if nothing listens there.
+    pub async fn try_connect(addr: SocketAddr) -> Option<Raw> {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        Some(Raw {
+            stream,
+            deframer: Box::new(Deframer::new()),
+            next_id: 0,
+            backlog: VecDeque::new(),
+        })
+    }
+
     pub fn next_id(&mut self) -> u32 {
         self.next_id += 1;
         self.next_id
@@ -109,6 +153,58 @@ impl Raw {
 
     pub async fn send_bytes(&mut self, b: &[u8]) {
         self.stream.write_all(b).await.expect("write");
+    }
+
+    /// Sends a packet; false if the connection is gone (for tests that cut gateways down).
+    pub async fn try_send(&mut self, p: ClientPacket<'_>) -> bool {
+        let mut buf = vec![0u8; 128 * 1024];
+        let n = proto::encode_client(&p, &mut buf).expect("encode");
+        self.stream.write_all(&buf[..n]).await.is_ok()
+    }
+
+    /// Runs a customer-service action; the code, text and params of its answer.
+    pub async fn action(&mut self, what: ActionWhat<'_>) -> (Code, String, Params) {
+        let id = self.next_id();
+        self.send(ClientPacket::Action(Action { id, what })).await;
+        self.ctrl(id).await
+    }
+
+    /// Detaches from a topic (staying subscribed unless `unsub`).
+    pub async fn leave(&mut self, topic: &str, unsub: bool) -> Code {
+        let id = self.next_id();
+        self.send(ClientPacket::Leave(Leave { id, topic, unsub }))
+            .await;
+        self.ctrl(id).await.0
+    }
+
+    /// Logs in with a token; the code and params.
+    pub async fn login_token(&mut self, token: &[u8]) -> (Code, Params) {
+        let id = self.next_id();
+        self.send(ClientPacket::Login(Login {
+            id,
+            scheme: AuthScheme::Token,
+            secret: token,
+        }))
+        .await;
+        let (code, _, params) = self.ctrl(id).await;
+        (code, params)
+    }
+
+    /// Every stored message of `topic`, fetched in pages, in seq order.
+    pub async fn full_history(&mut self, topic: &str, latest: u64) -> Vec<Arc<Message>> {
+        const PAGE: u64 = 500;
+        let mut all = Vec::new();
+        let mut since = 1;
+        while since <= latest {
+            let before = (since + PAGE).min(latest + 1);
+            let (code, page) = self
+                .history(topic, since, before, (before - since) as u32)
+                .await;
+            assert_eq!(code, Code::OK, "get data {since}..{before} on {topic}");
+            all.extend(page);
+            since = before;
+        }
+        all
     }
 
     /// The next packet, or None if the gateway closed the connection.
@@ -450,4 +546,114 @@ fn to_out(p: ServerPacket<'_>) -> Out {
             seq: i.seq,
         },
     }
+}
+
+/// Runs the `kefu` binary with `args`; (success, stdout, stderr).
+pub fn kefu(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(args)
+        .env_remove("KEFU_DATA")
+        .env_remove("KEFU_PASSWORD")
+        .output()
+        .expect("kefu runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+/// `kefu user add NAME --password PW [flags] --data DIR`; the new user id.
+pub fn add_user(dir: &std::path::Path, name: &str, password: &str, flags: &[&str]) -> String {
+    let data = dir.to_str().expect("utf-8 temp path");
+    let mut args = vec!["user", "add", name, "--password", password, "--data", data];
+    args.extend_from_slice(flags);
+    let (ok, out, err) = kefu(&args);
+    assert!(ok, "kefu user add {name} failed: {err}");
+    out
+}
+
+/// The real `kefu gateway` process on ephemeral loopback ports, killed when dropped.
+pub struct Bin {
+    pub child: tokio::process::Child,
+    pub http: SocketAddr,
+    pub tcp: SocketAddr,
+    /// Kept open so the gateway never writes into a closed pipe.
+    _stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl Bin {
+    /// Starts `kefu gateway --data DIR` plus `extra` flags and waits for its listening line.
+    pub async fn start(dir: &std::path::Path, extra: &[&str]) -> Bin {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+            .args(["gateway", "--data"])
+            .arg(dir)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--tcp",
+                "127.0.0.1:0",
+                "--log",
+                "error",
+            ])
+            .args(extra)
+            .env_remove("KEFU_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kefu gateway spawns");
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, stdout.read_line(&mut line))
+            .await
+            .expect("the gateway says where it listens in time")
+            .expect("stdout readable");
+        let (http, tcp) = parse_listening(&line)
+            .unwrap_or_else(|| panic!("unexpected first line from kefu gateway: {line:?}"));
+        Bin {
+            child,
+            http,
+            tcp,
+            _stdout: stdout,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    /// SIGKILL, then reaps the process.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("SIGKILL sent");
+        let status = self.child.wait().await.expect("reaped");
+        assert!(!status.success(), "a killed gateway does not exit 0");
+    }
+
+    /// Sends SIGTERM.
+    pub fn term(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -TERM delivered");
+    }
+}
+
+/// Parses `kefu gateway listening: http=ADDR tcp=ADDR`.
+pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line.trim().strip_prefix("kefu gateway listening: ")?;
+    let mut http = None;
+    let mut tcp = None;
+    for part in rest.split_whitespace() {
+        if let Some(a) = part.strip_prefix("http=") {
+            http = a.parse().ok();
+        } else if let Some(a) = part.strip_prefix("tcp=") {
+            tcp = a.parse().ok();
+        }
+    }
+    Some((http?, tcp?))
 }
