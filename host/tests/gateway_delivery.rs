@@ -271,7 +271,10 @@ async fn me_lists_the_one_to_one_topic_and_tells_of_messages_on_unattached_topic
     assert_eq!(code, Code::OK);
     assert_eq!(subs.len(), 1, "{subs:?}");
     assert_eq!(subs[0].name, alice_id, "named after the peer");
-    assert_eq!(subs[0].title, "alice", "titled with the peer's display name");
+    assert_eq!(
+        subs[0].title, "alice",
+        "titled with the peer's display name"
+    );
     assert_eq!((subs[0].seq, subs[0].read, subs[0].unread), (2, 0, 2));
     assert!(subs[0].online, "alice is connected");
 
