@@ -9,12 +9,18 @@
 //! |---|---|
 //! | `mod.rs` | the loop, phases, output, timers |
 //! | `account.rs` | `hi`, `acc`, `login` |
-//! | `topics.rs` | `sub`, `leave`, `get`, `set`, `del`, `note`, `ack`, and pushing |
+//! | `topics.rs` | finding topics; `sub`, `leave` |
+//! | `query.rs` | `get`: desc, subs, data, digest; unread counts |
+//! | `manage.rs` | `set`, `del`, and who may change a topic |
+//! | `delivery.rs` | `note`, `ack`, pushing through the delivery windows |
 //! | `publish.rs` | `pub`: policy, append, commit, answer |
 //! | `service.rs` | customer-service `action`s |
 
 mod account;
+mod delivery;
+mod manage;
 mod publish;
+mod query;
 mod service;
 mod topics;
 
