@@ -228,6 +228,38 @@ impl Req {
         }
     }
 
+    /// The request id, to change, for packets that have one.
+    pub fn id_mut(&mut self) -> Option<&mut ReqId> {
+        match self {
+            Req::Hi { id, .. }
+            | Req::Acc { id, .. }
+            | Req::Login { id, .. }
+            | Req::Sub { id, .. }
+            | Req::Leave { id, .. }
+            | Req::Pub { id, .. }
+            | Req::Get { id, .. }
+            | Req::Set { id, .. }
+            | Req::Del { id, .. }
+            | Req::Action { id, .. } => Some(id),
+            Req::Note { .. } | Req::Ack { .. } => None,
+        }
+    }
+
+    /// The topic the request names; empty for requests that name none.
+    pub fn topic(&self) -> &str {
+        match self {
+            Req::Sub { topic, .. }
+            | Req::Leave { topic, .. }
+            | Req::Pub { topic, .. }
+            | Req::Get { topic, .. }
+            | Req::Set { topic, .. }
+            | Req::Del { topic, .. }
+            | Req::Note { topic, .. }
+            | Req::Ack { topic, .. } => topic,
+            Req::Hi { .. } | Req::Acc { .. } | Req::Login { .. } | Req::Action { .. } => "",
+        }
+    }
+
     /// The packet's name on the wire, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::packets::{self, Bad, Res, bad, clip};
 use super::{JsonCodec, JsonError, MAX_ID_LEN};
-use crate::gateway::wire::{Req, ReqId};
+use crate::gateway::wire::Req;
 
 /// The packets a client may send, by their JSON key.
 const PACKETS: [&str; 12] = [
@@ -118,7 +118,9 @@ impl JsonCodec {
             return Err(JsonError::TooManyPending { id });
         };
         for req in &mut reqs {
-            set_id(req, id);
+            if let Some(slot) = req.id_mut() {
+                *slot = id;
+            }
         }
         Ok(reqs)
     }
@@ -149,22 +151,6 @@ fn ctrls_expected(req: &Req) -> u32 {
         Req::Sub { get, .. } => 1 + u32::try_from(get.len()).unwrap_or(u32::MAX - 1),
         Req::Note { .. } | Req::Ack { .. } => 0,
         _ => 1,
-    }
-}
-
-fn set_id(req: &mut Req, new: ReqId) {
-    match req {
-        Req::Hi { id, .. }
-        | Req::Acc { id, .. }
-        | Req::Login { id, .. }
-        | Req::Sub { id, .. }
-        | Req::Leave { id, .. }
-        | Req::Pub { id, .. }
-        | Req::Get { id, .. }
-        | Req::Set { id, .. }
-        | Req::Del { id, .. }
-        | Req::Action { id, .. } => *id = new,
-        Req::Note { .. } | Req::Ack { .. } => {}
     }
 }
 

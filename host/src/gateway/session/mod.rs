@@ -392,7 +392,7 @@ impl<S: Store, C: Conn> Session<S, C> {
             }
             (Phase::Greeted, Req::Acc { .. } | Req::Login { .. }) => {}
             (Phase::Greeted, _) => {
-                let topic = topic_of(&req);
+                let topic = req.topic();
                 return self.reply_code(id, Code::UNAUTHORIZED, topic, "login first");
             }
             (Phase::Ready(_), _) => {}
@@ -404,7 +404,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                 id,
                 code: Code::RATE_LIMITED,
                 text: Code::RATE_LIMITED.text().into(),
-                topic: topic_of(&req).to_owned(),
+                topic: req.topic().to_owned(),
                 params: Params::RetryAfter { ms: retry_ms },
             });
             return;
@@ -551,20 +551,5 @@ impl<S: Store, C: Conn> Session<S, C> {
                 self.ctx.desk().session_down(&login.user);
             }
         }
-    }
-}
-
-/// The topic a request names, for error answers.
-fn topic_of(req: &Req) -> &str {
-    match req {
-        Req::Sub { topic, .. }
-        | Req::Leave { topic, .. }
-        | Req::Pub { topic, .. }
-        | Req::Get { topic, .. }
-        | Req::Set { topic, .. }
-        | Req::Del { topic, .. }
-        | Req::Note { topic, .. }
-        | Req::Ack { topic, .. } => topic,
-        _ => "",
     }
 }

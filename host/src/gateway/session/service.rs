@@ -43,15 +43,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                     Ok(a) => {
                         let (topic, customer) = (a.topic.clone(), a.customer.clone());
                         match apply_assignment(&self.ctx, a).await {
-                            Ok(()) => self.outq.push(Out::ctrl_with(
-                                id,
-                                Code::OK,
-                                topic.clone(),
-                                Params::Topic {
-                                    name: topic,
-                                    peer: customer,
-                                },
-                            )),
+                            Ok(()) => self.reply_topic(id, Code::OK, topic, customer),
                             Err(e) => self.store_failed(id, &topic, &e),
                         }
                     }
@@ -67,15 +59,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                         }
                         let result = apply_transfer(&self.ctx, &t.topic, &t.from, &t.to).await;
                         match result {
-                            Ok(()) => self.outq.push(Out::ctrl_with(
-                                id,
-                                Code::OK,
-                                topic.clone(),
-                                Params::Topic {
-                                    name: topic,
-                                    peer: t.to,
-                                },
-                            )),
+                            Ok(()) => self.reply_topic(id, Code::OK, topic, t.to),
                             Err(e) => self.store_failed(id, &topic, &e),
                         }
                     }
@@ -181,9 +165,14 @@ impl<S: Store, C: Conn> Session<S, C> {
             }
             None => String::new(),
         };
+        self.reply_topic(id, Code::CREATED, name, peer);
+    }
+
+    /// Answers an action that names a consultation and the other party.
+    fn reply_topic(&mut self, id: u32, code: Code, name: String, peer: String) {
         self.outq.push(Out::ctrl_with(
             id,
-            Code::CREATED,
+            code,
             name.clone(),
             Params::Topic { name, peer },
         ));

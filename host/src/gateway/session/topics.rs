@@ -157,51 +157,41 @@ impl<S: Store, C: Conn> Session<S, C> {
         let view = names::view_name(&topic.name, &user);
         let latest = topic.latest();
         let marks = topic.state().subs.get(&*user).copied().unwrap_or_default();
-        if let Some(a) = self.attached.get(&topic.name) {
-            let acked = a.window.acked();
-            self.outq.push(Out::ctrl_with(
-                id,
-                Code::NOT_MODIFIED,
-                view.clone(),
-                Params::Sub {
-                    latest,
-                    read: marks.read,
-                    recv: marks.recv,
-                    acked,
-                },
-            ));
-        } else {
-            let auto_ack = matches!(self.dialect, Some(Dialect::Json(_)));
-            let acked = match since {
-                Some(mark) if !auto_ack => mark.min(latest),
-                _ => latest,
-            };
-            if let Some(l) = self.login_info() {
-                topic.state().attached.insert(self.id, l.link.clone());
+        let (code, acked) = match self.attached.get(&topic.name) {
+            Some(a) => (Code::NOT_MODIFIED, a.window.acked()),
+            None => {
+                let auto_ack = matches!(self.dialect, Some(Dialect::Json(_)));
+                let acked = match since {
+                    Some(mark) if !auto_ack => mark.min(latest),
+                    _ => latest,
+                };
+                if let Some(l) = self.login_info() {
+                    topic.state().attached.insert(self.id, l.link.clone());
+                }
+                self.attached.insert(
+                    topic.name.clone(),
+                    Attached {
+                        topic: Arc::clone(&topic),
+                        view: view.clone(),
+                        window: DeliveryWindow::new(acked, &self.ctx.cfg.delivery),
+                        auto_ack,
+                        pushed_at: VecDeque::new(),
+                    },
+                );
+                (if created { Code::CREATED } else { Code::OK }, acked)
             }
-            self.attached.insert(
-                topic.name.clone(),
-                Attached {
-                    topic: Arc::clone(&topic),
-                    view: view.clone(),
-                    window: DeliveryWindow::new(acked, &self.ctx.cfg.delivery),
-                    auto_ack,
-                    pushed_at: VecDeque::new(),
-                },
-            );
-            let code = if created { Code::CREATED } else { Code::OK };
-            self.outq.push(Out::ctrl_with(
-                id,
-                code,
-                view.clone(),
-                Params::Sub {
-                    latest,
-                    read: marks.read,
-                    recv: marks.recv,
-                    acked,
-                },
-            ));
-        }
+        };
+        self.outq.push(Out::ctrl_with(
+            id,
+            code,
+            view.clone(),
+            Params::Sub {
+                latest,
+                read: marks.read,
+                recv: marks.recv,
+                acked,
+            },
+        ));
         for what in get {
             self.get(id, &view, what).await;
         }
