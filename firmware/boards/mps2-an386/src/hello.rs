@@ -1,0 +1,164 @@
+//! The board's own minimal app, proving the board end to end until `kefu-firmware` lands:
+//! connect over TCP to the gateway, send `hi` and (when a token is baked in) `login` with
+//! kefu-core's `proto` / `frame`, and check the gateway's `ctrl` answers.
+
+use embassy_net::Stack;
+use embassy_net::tcp::TcpSocket;
+use embassy_time::{Duration, with_timeout};
+use kefu_core::frame::Deframer;
+use kefu_core::proto::{
+    self, AuthScheme, ClientPacket, CodecError, CtrlParams, Hi, Login, PROTOCOL_VERSION,
+    ServerPacket,
+};
+
+use crate::log;
+
+/// Largest frame exchanged by this probe.
+const FRAME: usize = 512;
+/// How long the gateway gets to answer one request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the hello exchange failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HelloError {
+    /// The TCP connection could not be opened.
+    Connect(embassy_net::tcp::ConnectError),
+    /// The connection failed while sending or receiving.
+    Io(embassy_net::tcp::Error),
+    /// The gateway closed the connection before answering.
+    Closed,
+    /// No answer within [`ANSWER_TIMEOUT`].
+    Timeout,
+    /// A packet could not be encoded, or the answer could not be decoded.
+    Codec(CodecError),
+    /// The gateway sent bytes that are not a frame.
+    Framing(kefu_core::frame::FrameError),
+    /// The gateway answered with a packet other than the expected `ctrl`.
+    Unexpected(&'static str),
+    /// The gateway refused the request with this code.
+    Refused(u16),
+}
+
+/// What the gateway told the device.
+#[derive(Debug, Default)]
+pub struct Hello {
+    /// Protocol version of the gateway (from the `hi` answer).
+    pub version: u16,
+    /// The logged-in user id, if a token was given and accepted.
+    pub user: heapless::String<64>,
+}
+
+/// One TCP connection speaking framed packets.
+struct Conn<'a> {
+    sock: TcpSocket<'a>,
+    deframer: Deframer<FRAME>,
+    out: [u8; FRAME],
+}
+
+impl Conn<'_> {
+    async fn send(&mut self, packet: &ClientPacket<'_>) -> Result<(), HelloError> {
+        let n = proto::encode_client(packet, &mut self.out).map_err(HelloError::Codec)?;
+        let mut buf = &self.out[..n];
+        while !buf.is_empty() {
+            let w = self.sock.write(buf).await.map_err(HelloError::Io)?;
+            buf = &buf[w..];
+        }
+        Ok(())
+    }
+
+    /// Waits for the `ctrl` answering request `id` and hands its params to `take`.
+    async fn answer<T>(
+        &mut self,
+        id: u32,
+        take: impl Fn(&CtrlParams<'_>) -> T,
+    ) -> Result<T, HelloError> {
+        loop {
+            while let Some(frame) = self.deframer.next_frame() {
+                let body = frame.map_err(HelloError::Framing)?;
+                match proto::decode_server(body).map_err(HelloError::Codec)? {
+                    ServerPacket::Ctrl(c) if c.id == id => {
+                        if !c.code.is_success() {
+                            return Err(HelloError::Refused(c.code.0));
+                        }
+                        return Ok(take(&c.params));
+                    }
+                    other => log!("kefu-board: ignoring {}", other.name()),
+                }
+            }
+            let spare = self.deframer.spare_capacity();
+            let n = with_timeout(ANSWER_TIMEOUT, self.sock.read(spare))
+                .await
+                .map_err(|_| HelloError::Timeout)?
+                .map_err(HelloError::Io)?;
+            if n == 0 {
+                return Err(HelloError::Closed);
+            }
+            self.deframer.commit(n);
+        }
+    }
+}
+
+/// Connects to `endpoint`, says `hi`, and logs in with `token` if it is not empty.
+pub async fn run(
+    stack: Stack<'_>,
+    endpoint: (embassy_net::Ipv4Address, u16),
+    device: &str,
+    token: &[u8],
+) -> Result<Hello, HelloError> {
+    let mut rx = [0u8; 1024];
+    let mut tx = [0u8; 1024];
+    let mut sock = TcpSocket::new(stack, &mut rx, &mut tx);
+    sock.set_timeout(Some(Duration::from_secs(30)));
+    sock.connect(endpoint).await.map_err(HelloError::Connect)?;
+    log!("kefu-board: tcp connected to {}:{}", endpoint.0, endpoint.1);
+    let mut conn = Conn {
+        sock,
+        deframer: Deframer::new(),
+        out: [0; FRAME],
+    };
+
+    conn.send(&ClientPacket::Hi(Hi {
+        id: 1,
+        ver: PROTOCOL_VERSION,
+        device,
+        platform: "kiosk",
+        lang: "zh-CN",
+        ua: concat!("kefu-board-mps2-an386/", env!("CARGO_PKG_VERSION")),
+    }))
+    .await?;
+    let version = conn
+        .answer(1, |p| match p {
+            CtrlParams::Hi { ver, .. } => Some(*ver),
+            _ => None,
+        })
+        .await?
+        .ok_or(HelloError::Unexpected("hi answered without version"))?;
+    log!("kefu-board: hi ok (gateway protocol {})", version);
+
+    let mut hello = Hello {
+        version,
+        ..Hello::default()
+    };
+    if token.is_empty() {
+        log!("kefu-board: no token baked in (KEFU_TOKEN), not logging in");
+    } else {
+        conn.send(&ClientPacket::Login(Login {
+            id: 2,
+            scheme: AuthScheme::Token,
+            secret: token,
+        }))
+        .await?;
+        hello.user = conn
+            .answer(2, |p| match p {
+                CtrlParams::Login { user, .. } => heapless::String::try_from(*user).ok(),
+                _ => None,
+            })
+            .await?
+            .ok_or(HelloError::Unexpected("login answered without user"))?;
+        log!("kefu-board: login ok (user {})", hello.user.as_str());
+    }
+    conn.sock.close();
+    let _ = conn.sock.flush().await;
+    Ok(hello)
+}

@@ -1,0 +1,165 @@
+//! kefu counter-terminal firmware for QEMU's `mps2-an386` board (Cortex-M4, LAN9118 Ethernet).
+//!
+//! What the board adds to the target-agnostic app: a SysTick time driver
+//! ([`time_driver`]), an `embassy-net-driver` for the LAN9118 ([`lan9118`]), DHCP, semihosting
+//! output and exit codes, and `main`. Until the `kefu-firmware` app lands, `main` runs the
+//! board's own probe ([`hello`]): TCP to the gateway, `hi`, `login`.
+//!
+//! Output lines start with `kefu-board:`; the exit code (via semihosting) is 0 when the probe
+//! succeeded, 1 otherwise. `run-demo.sh` checks both.
+#![no_std]
+#![no_main]
+
+mod hello;
+mod lan9118;
+mod time_driver;
+
+use cortex_m::peripheral::NVIC;
+use cortex_m_semihosting::debug;
+use embassy_executor::Spawner;
+use embassy_net::{Ipv4Address, Stack, StackResources};
+use embassy_time::{Duration, with_timeout};
+use static_cell::StaticCell;
+
+use lan9118::Lan9118;
+
+/// Settings baked in at build time by `build.rs` (token, port, device id).
+mod config {
+    include!(concat!(env!("OUT_DIR"), "/config.rs"));
+}
+
+/// The host as QEMU's user-mode network shows it to a `guestfwd` rule (10.0.2.100).
+const GATEWAY_ADDR: Ipv4Address = Ipv4Address::new(10, 0, 2, 100);
+/// How long DHCP may take before the board gives up.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Sockets the stack can hold: DHCP plus the app's TCP connections.
+const SOCKETS: usize = 3;
+
+/// Prints one line on the host's stdout through semihosting.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => { cortex_m_semihosting::hprintln!($($arg)*) };
+}
+
+/// Ends the emulation with a success (`true`) or failure exit code.
+fn exit(ok: bool) -> ! {
+    debug::exit(if ok {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
+    // Only reached without a semihosting host (real hardware): park.
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    log!("kefu-board: panic: {}", info);
+    exit(false)
+}
+
+/// Every interrupt without a handler of its own lands here; the Ethernet line is routed to the
+/// driver, anything else is a fault.
+#[cortex_m_rt::exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    if irqn == lan9118::IRQ as i16 {
+        lan9118::on_interrupt();
+    } else {
+        panic!("unexpected exception or interrupt {}", irqn);
+    }
+}
+
+#[cortex_m_rt::exception]
+unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
+    log!("kefu-board: hard fault at pc {:#010x}", frame.pc());
+    exit(false)
+}
+
+/// Runs the network stack: feeds the driver's frames to smoltcp and back.
+#[embassy_executor::task]
+async fn net_task(mut runner: embassy_net::Runner<'static, Lan9118>) -> ! {
+    runner.run().await
+}
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    log!("kefu-board: mps2-an386 up");
+    let cp = cortex_m::Peripherals::take().expect("core peripherals taken once");
+    time_driver::init(cp.SYST);
+
+    // SAFETY: 0x4020_0000 is the board's LAN9118 and only this driver touches it.
+    let eth = match unsafe { Lan9118::new(lan9118::BASE) } {
+        Ok(eth) => eth,
+        Err(e) => {
+            log!("kefu-board: ethernet: {}", e);
+            exit(false)
+        }
+    };
+    let mac = eth.mac_address();
+    log!(
+        "kefu-board: lan9118 id {:#010x} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        eth.id_rev(),
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    // SAFETY: the handler (DefaultHandler -> lan9118::on_interrupt) only touches the driver's
+    // atomics and interrupt registers, inside a critical section.
+    unsafe { NVIC::unmask(lan9118::Irq) };
+
+    // No entropy source on this board: the seed comes from the MAC (unique per device) and
+    // the boot time; it only feeds TCP sequence numbers and DHCP transaction ids.
+    let seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0x6b, 0x66])
+        ^ embassy_time::Instant::now().as_ticks();
+    static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
+    let (stack, runner) = embassy_net::new(
+        eth,
+        embassy_net::Config::dhcpv4(Default::default()),
+        RESOURCES.init(StackResources::new()),
+        seed,
+    );
+    spawner.spawn(net_task(runner).expect("net task spawned once"));
+
+    if with_timeout(DHCP_TIMEOUT, stack.wait_config_up()).await.is_err() {
+        log!("kefu-board: no DHCP lease within {} s", DHCP_TIMEOUT.as_secs());
+        exit(false)
+    }
+    if let Some(cfg) = stack.config_v4() {
+        log!("kefu-board: dhcp address {}", cfg.address);
+    }
+
+    // === kefu-firmware app: spawn point =========================================================
+    // When the `kefu-firmware` crate lands, the lead replaces `probe(stack).await` below with the
+    // app's task, e.g.
+    //     spawner.spawn(app_task(stack, ...).expect("app task spawned once"));
+    // where `app_task` is an `#[embassy_executor::task]` that calls `kefu_firmware::run(stack,
+    // (GATEWAY_ADDR, config::GATEWAY_PORT), config::TOKEN, display, input, storage)`.
+    // Everything above (time driver, Ethernet, DHCP, `stack`) is what the app needs.
+    // ===========================================================================================
+    let ok = probe(stack).await;
+    exit(ok)
+}
+
+/// The board's own check until the app lands: `hi` (and `login` with the baked-in token).
+async fn probe(stack: Stack<'static>) -> bool {
+    let endpoint = (GATEWAY_ADDR, config::GATEWAY_PORT);
+    match hello::run(stack, endpoint, config::DEVICE, config::TOKEN).await {
+        Ok(h) => {
+            log!(
+                "kefu-board: done (protocol {}, user {})",
+                h.version,
+                h.user.as_str()
+            );
+            true
+        }
+        Err(e) => {
+            log!("kefu-board: gateway exchange failed: {:?}", e);
+            false
+        }
+    }
+}
