@@ -33,9 +33,17 @@ fn main() {
     let device = env::var("KEFU_DEVICE").unwrap_or_else(|_| "mps2-an386".into());
 
     let mut src = String::new();
-    writeln!(src, "/// Login token (decoded `KEFU_TOKEN`); empty if none was given.").unwrap();
+    writeln!(
+        src,
+        "/// Login token (decoded `KEFU_TOKEN`); empty if none was given."
+    )
+    .unwrap();
     writeln!(src, "pub const TOKEN: &[u8] = &{token:?};").unwrap();
-    writeln!(src, "/// Gateway port behind 10.0.2.100 (`KEFU_GATEWAY_PORT`).").unwrap();
+    writeln!(
+        src,
+        "/// Gateway port behind 10.0.2.100 (`KEFU_GATEWAY_PORT`)."
+    )
+    .unwrap();
     writeln!(src, "pub const GATEWAY_PORT: u16 = {port};").unwrap();
     writeln!(src, "/// Device id sent in `hi` (`KEFU_DEVICE`).").unwrap();
     writeln!(src, "pub const DEVICE: &str = {device:?};").unwrap();

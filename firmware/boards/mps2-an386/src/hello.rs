@@ -40,6 +40,21 @@ pub enum HelloError {
     Refused(u16),
 }
 
+impl core::fmt::Display for HelloError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HelloError::Connect(e) => write!(f, "tcp connect failed: {e:?}"),
+            HelloError::Io(e) => write!(f, "tcp error: {e:?}"),
+            HelloError::Closed => f.write_str("gateway closed the connection"),
+            HelloError::Timeout => f.write_str("no answer from the gateway in time"),
+            HelloError::Codec(e) => write!(f, "codec: {e}"),
+            HelloError::Framing(e) => write!(f, "framing: {e}"),
+            HelloError::Unexpected(what) => write!(f, "unexpected answer: {what}"),
+            HelloError::Refused(code) => write!(f, "gateway refused with code {code}"),
+        }
+    }
+}
+
 /// What the gateway told the device.
 #[derive(Debug, Default)]
 pub struct Hello {

@@ -130,6 +130,8 @@ impl core::fmt::Display for Error {
 
 /// Interrupt sources that fired and have not been looked at yet.
 static PENDING: AtomicU32 = AtomicU32::new(0);
+/// Interrupts taken since boot (diagnostics).
+static IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 /// The network stack's task, woken by the interrupt.
 static WAKER: AtomicWaker = AtomicWaker::new();
 
@@ -192,7 +194,10 @@ impl Regs {
     fn phy_write(&self, idx: u32, val: u32) -> Result<(), Error> {
         self.phy_wait()?;
         self.mac_write(mac::MII_DATA, val & 0xFFFF)?;
-        self.mac_write(mac::MII_ACC, (phy::ADDR << 11) | (idx << 6) | MII_WRITE | MII_BUSY)?;
+        self.mac_write(
+            mac::MII_ACC,
+            (phy::ADDR << 11) | (idx << 6) | MII_WRITE | MII_BUSY,
+        )?;
         self.phy_wait()
     }
 
@@ -326,7 +331,13 @@ pub fn on_interrupt() {
         regs.write(reg::INT_STS, fired);
         PENDING.fetch_or(fired, Ordering::AcqRel);
     });
+    IRQ_COUNT.fetch_add(1, Ordering::Relaxed);
     WAKER.wake();
+}
+
+/// Number of controller interrupts handled since boot.
+pub fn interrupts() -> u32 {
+    IRQ_COUNT.load(Ordering::Relaxed)
 }
 
 /// A received frame, borrowed from the driver's RX buffer.

@@ -125,8 +125,14 @@ async fn main(spawner: Spawner) {
     );
     spawner.spawn(net_task(runner).expect("net task spawned once"));
 
-    if with_timeout(DHCP_TIMEOUT, stack.wait_config_up()).await.is_err() {
-        log!("kefu-board: no DHCP lease within {} s", DHCP_TIMEOUT.as_secs());
+    if with_timeout(DHCP_TIMEOUT, stack.wait_config_up())
+        .await
+        .is_err()
+    {
+        log!(
+            "kefu-board: no DHCP lease within {} s",
+            DHCP_TIMEOUT.as_secs()
+        );
         exit(false)
     }
     if let Some(cfg) = stack.config_v4() {
@@ -155,10 +161,14 @@ async fn probe(stack: Stack<'static>) -> bool {
                 h.version,
                 h.user.as_str()
             );
+            log!(
+                "kefu-board: lan9118 interrupts taken: {}",
+                lan9118::interrupts()
+            );
             true
         }
         Err(e) => {
-            log!("kefu-board: gateway exchange failed: {:?}", e);
+            log!("kefu-board: gateway exchange failed: {}", e);
             false
         }
     }

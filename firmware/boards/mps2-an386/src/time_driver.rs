@@ -44,8 +44,7 @@ pub fn init(mut syst: SYST) {
     syst.clear_current();
     syst.enable_interrupt();
     syst.enable_counter();
-    // SysTick keeps running; the driver owns it from here on.
-    core::mem::forget(syst);
+    // `syst` is consumed: nothing else can reconfigure SysTick, which keeps running.
 }
 
 impl SysTickDriver {

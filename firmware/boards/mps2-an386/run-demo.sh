@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# run-demo.sh — the emulated counter terminal against a real gateway, all on loopback.
+#
+#   1. builds the `kefu` binary of the root workspace (or uses $KEFU_BIN),
+#   2. creates a temporary data folder and a device account (`kefu device add`) for its token,
+#   3. starts a gateway on 127.0.0.1 (HTTP and TCP on free ports),
+#   4. builds this firmware with the token and the gateway's port baked in (build.rs reads
+#      KEFU_TOKEN / KEFU_GATEWAY_PORT / KEFU_DEVICE),
+#   5. boots it in QEMU (mps2-an386) with user-mode networking restricted to the guest
+#      (`restrict=on`): the only way out is the guestfwd rule 10.0.2.100:PORT -> 127.0.0.1:PORT,
+#   6. checks that the firmware got its DHCP lease, connected, completed `hi` and `login`, and
+#      exited with code 0.
+# Any step that does not happen stops the script with a message naming it and a non-zero exit.
+#
+# Today the firmware runs the board's own probe (hi + login). When the kefu-firmware app is
+# spawned in src/main.rs, extend step 6 (see "CHECKS" below) with the full scenario.
+#
+# Environment:
+#   KEFU_BIN        use this kefu binary instead of building the root workspace's
+#   CARGO_TARGET_DIR  target folder for the firmware build (default: ./target here)
+#   QEMU_TIMEOUT    seconds the emulation may run (default 60)
+#   KEEP=1          keep the temporary folder (gateway data and logs)
+#   FWD=tcp|nc      guestfwd kind: `nc` (default when netcat is installed) runs
+#                   `nc 127.0.0.1 PORT` per guest connection, so the guest can reconnect and the
+#                   gateway can restart; `tcp` connects once at QEMU start (one connection only).
+#
+# Needs (Debian): rustc-web rust-web-src cargo-web binutils-arm-none-eabi qemu-system-arm
+#                 netcat-openbsd (optional, for FWD=nc)
+set -euo pipefail
+
+BOARD_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BOARD_DIR/../../.." && pwd)
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-60}
+DEVICE=${KEFU_DEVICE:-counter-01}
+
+step() { printf '\n== %s\n' "$*"; }
+fail() {
+    printf '\nrun-demo: FAILED: %s\n' "$*" >&2
+    if [[ -n ${WORK:-} && -f $WORK/qemu.log ]]; then
+        printf -- '--- firmware output (%s) ---\n' "$WORK/qemu.log" >&2
+        tail -n 40 "$WORK/qemu.log" >&2 || true
+    fi
+    if [[ -n ${WORK:-} && -f $WORK/gateway.log ]]; then
+        printf -- '--- gateway log (%s) ---\n' "$WORK/gateway.log" >&2
+        tail -n 20 "$WORK/gateway.log" >&2 || true
+    fi
+    exit 1
+}
+
+for tool in qemu-system-arm arm-none-eabi-ld arm-none-eabi-size /usr/bin/rustc cargo; do
+    command -v "$tool" >/dev/null || fail "missing tool '$tool' (apt-get install rustc-web rust-web-src cargo-web binutils-arm-none-eabi qemu-system-arm)"
+done
+[[ -d /usr/lib/rustlib/src/rust/library/core ]] || fail "missing the standard library source (apt-get install rust-web-src)"
+FWD=${FWD:-$(command -v nc >/dev/null && echo nc || echo tcp)}
+
+WORK=$(mktemp -d /tmp/kefu-demo.XXXXXX)
+GW_PID=
+cleanup() {
+    if [[ -n $GW_PID ]] && kill -0 "$GW_PID" 2>/dev/null; then
+        kill "$GW_PID" 2>/dev/null || true
+        wait "$GW_PID" 2>/dev/null || true
+    fi
+    if [[ ${KEEP:-0} == 1 ]]; then echo "run-demo: kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+step "1. kefu binary"
+if [[ -n ${KEFU_BIN:-} ]]; then
+    KEFU=$KEFU_BIN
+else
+    (cd "$ROOT" && cargo build -q -p kefu-host --bin kefu) || fail "building the kefu binary"
+    KEFU=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/kefu
+fi
+[[ -x $KEFU ]] || fail "no kefu binary at $KEFU"
+echo "using $KEFU"
+
+step "2. device account '$DEVICE'"
+TOKEN=$("$KEFU" device add "$DEVICE" --data "$WORK/data" 2>"$WORK/device.log" | tail -n 1) ||
+    fail "kefu device add (see $WORK/device.log)"
+[[ $TOKEN =~ ^[A-Za-z0-9_-]+$ ]] || fail "kefu device add printed no token: '$TOKEN'"
+echo "token: ${TOKEN:0:12}… (${#TOKEN} chars)"
+
+step "3. gateway on 127.0.0.1"
+"$KEFU" gateway --data "$WORK/data" --http 127.0.0.1:0 --tcp 127.0.0.1:0 >"$WORK/gateway.out" 2>"$WORK/gateway.log" &
+GW_PID=$!
+PORT=
+for _ in $(seq 1 100); do
+    PORT=$(sed -n 's/^kefu gateway listening: .*tcp=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/gateway.out")
+    [[ -n $PORT ]] && break
+    kill -0 "$GW_PID" 2>/dev/null || fail "the gateway exited at start"
+    sleep 0.1
+done
+[[ -n $PORT ]] || fail "the gateway did not say where it listens within 10 s"
+echo "gateway pid $GW_PID, framed TCP on 127.0.0.1:$PORT"
+
+step "4. firmware build (token and port baked in)"
+export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BOARD_DIR/target}
+(cd "$BOARD_DIR" && KEFU_TOKEN=$TOKEN KEFU_GATEWAY_PORT=$PORT KEFU_DEVICE=$DEVICE \
+    cargo build --release) || fail "building the firmware"
+ELF=$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/kefu-board-mps2-an386
+arm-none-eabi-size "$ELF"
+
+step "5. QEMU mps2-an386 (guest network restricted; guestfwd=$FWD to 127.0.0.1:$PORT)"
+case $FWD in
+    nc) GUESTFWD="guestfwd=tcp:10.0.2.100:$PORT-cmd:nc 127.0.0.1 $PORT" ;;
+    tcp) GUESTFWD="guestfwd=tcp:10.0.2.100:$PORT-tcp:127.0.0.1:$PORT" ;;
+    *) fail "FWD must be nc or tcp, not '$FWD'" ;;
+esac
+set +e
+timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -display none -monitor none -serial null \
+    -semihosting-config enable=on,target=native -kernel "$ELF" \
+    -netdev "user,id=n0,restrict=on,$GUESTFWD" -net nic,model=lan9118,netdev=n0 \
+    2>&1 | tee "$WORK/qemu.log"
+QEMU_RC=${PIPESTATUS[0]}
+set -e
+
+step "6. checks"
+# CHECKS: each line the firmware must have printed, in order of the scenario.
+expect() {
+    grep -q -- "$1" "$WORK/qemu.log" || fail "$2 (no '$1' in the firmware output)"
+    echo "ok: $2"
+}
+expect "kefu-board: lan9118 id" "Ethernet controller found and reset"
+expect "kefu-board: dhcp address" "DHCP lease from QEMU"
+expect "kefu-board: tcp connected" "TCP connection to the gateway through guestfwd"
+expect "kefu-board: hi ok" "hi answered by the gateway"
+expect "kefu-board: login ok" "login with the device token"
+[[ $QEMU_RC == 124 ]] && fail "QEMU still running after ${QEMU_TIMEOUT} s"
+[[ $QEMU_RC == 0 ]] || fail "firmware exited with code $QEMU_RC"
+echo
+echo "run-demo: PASSED (hi + login against the real gateway from QEMU mps2-an386)"
