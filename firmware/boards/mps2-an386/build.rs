@@ -7,6 +7,8 @@
 //! - `KEFU_GATEWAY_PORT`: the TCP port of the gateway; the firmware connects to
 //!   10.0.2.100:PORT, which QEMU's `guestfwd` carries to 127.0.0.1:PORT. Default 7700.
 //! - `KEFU_DEVICE`: the device id sent in `hi`. Default `mps2-an386`.
+//! - `KEFU_RESTART_CHECK`: `1` makes the probe hold its first connection until the gateway
+//!   closes it, then reconnect (retrying while the gateway is away) and log in again.
 
 use std::env;
 use std::fmt::Write as _;
@@ -18,7 +20,12 @@ fn main() {
     fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
-    for var in ["KEFU_TOKEN", "KEFU_GATEWAY_PORT", "KEFU_DEVICE"] {
+    for var in [
+        "KEFU_TOKEN",
+        "KEFU_GATEWAY_PORT",
+        "KEFU_DEVICE",
+        "KEFU_RESTART_CHECK",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -32,7 +39,11 @@ fn main() {
         .unwrap_or(7700);
     let device = env::var("KEFU_DEVICE").unwrap_or_else(|_| "mps2-an386".into());
 
+    let restart_check = env::var("KEFU_RESTART_CHECK").is_ok_and(|v| v == "1");
+
     let mut src = String::new();
+    writeln!(src, "/// Probe a gateway restart (`KEFU_RESTART_CHECK=1`).").unwrap();
+    writeln!(src, "pub const RESTART_CHECK: bool = {restart_check};").unwrap();
     writeln!(
         src,
         "/// Login token (decoded `KEFU_TOKEN`); empty if none was given."

@@ -9,7 +9,10 @@
 #   5. boots it in QEMU (mps2-an386) with user-mode networking restricted to the guest
 #      (`restrict=on`): the only way out is the guestfwd rule 10.0.2.100:PORT -> 127.0.0.1:PORT,
 #   6. checks that the firmware got its DHCP lease, connected, completed `hi` and `login`, and
-#      exited with code 0.
+#      exited with code 0. With FWD=socat (the default when socat is installed) the firmware
+#      holds its connection; the script stops the gateway (SIGTERM), waits until the firmware
+#      notices and retries, starts the gateway again on the same port, and checks that the
+#      firmware reconnected and completed hi + login a second time.
 # Any step that does not happen stops the script with a message naming it and a non-zero exit.
 #
 # Today the firmware runs the board's own probe (hi + login). When the kefu-firmware app is
@@ -20,12 +23,19 @@
 #   CARGO_TARGET_DIR  target folder for the firmware build (default: ./target here)
 #   QEMU_TIMEOUT    seconds the emulation may run (default 60)
 #   KEEP=1          keep the temporary folder (gateway data and logs)
-#   FWD=tcp|nc      guestfwd kind: `nc` (default when netcat is installed) runs
-#                   `nc 127.0.0.1 PORT` per guest connection, so the guest can reconnect and the
-#                   gateway can restart; `tcp` connects once at QEMU start (one connection only).
+#   FWD=socat|nc|tcp  guestfwd kind:
+#                   socat (default when installed): `socat -lf /dev/null STDIO TCP:127.0.0.1:PORT` per guest
+#                     connection (its stderr also goes to the guest: hence -lf); closes travel both ways (the gateway's close reaches the guest as
+#                     a FIN), so the gateway can restart and the guest reconnect. Enables the
+#                     restart check.
+#                   nc: `nc 127.0.0.1 PORT` per guest connection. netcat-openbsd does not exit
+#                     when the gateway closes while the guest side is open, so the guest never
+#                     sees that close: fine for reconnects after the guest gives up, not for the
+#                     restart check (which is skipped).
+#                   tcp: QEMU connects once, at start; one connection only.
 #
-# Needs (Debian): rustc-web rust-web-src cargo-web binutils-arm-none-eabi qemu-system-arm
-#                 netcat-openbsd (optional, for FWD=nc)
+# Needs (Debian): rustc-web rust-web-src cargo-web binutils-arm-none-eabi qemu-system-arm socat
+#                 (netcat-openbsd only for FWD=nc)
 set -euo pipefail
 
 BOARD_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,11 +61,16 @@ for tool in qemu-system-arm arm-none-eabi-ld arm-none-eabi-size /usr/bin/rustc c
     command -v "$tool" >/dev/null || fail "missing tool '$tool' (apt-get install rustc-web rust-web-src cargo-web binutils-arm-none-eabi qemu-system-arm)"
 done
 [[ -d /usr/lib/rustlib/src/rust/library/core ]] || fail "missing the standard library source (apt-get install rust-web-src)"
-FWD=${FWD:-$(command -v nc >/dev/null && echo nc || echo tcp)}
+FWD=${FWD:-$(command -v socat >/dev/null && echo socat || echo tcp)}
 
 WORK=$(mktemp -d /tmp/kefu-demo.XXXXXX)
 GW_PID=
+QEMU_PID=
 cleanup() {
+    if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        kill "$QEMU_PID" 2>/dev/null || true
+        wait "$QEMU_PID" 2>/dev/null || true
+    fi
     if [[ -n $GW_PID ]] && kill -0 "$GW_PID" 2>/dev/null; then
         kill "$GW_PID" 2>/dev/null || true
         wait "$GW_PID" 2>/dev/null || true
@@ -95,26 +110,57 @@ done
 echo "gateway pid $GW_PID, framed TCP on 127.0.0.1:$PORT"
 
 step "4. firmware build (token and port baked in)"
+RESTART_CHECK=0
+[[ $FWD == socat ]] && RESTART_CHECK=1
 export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BOARD_DIR/target}
 (cd "$BOARD_DIR" && KEFU_TOKEN=$TOKEN KEFU_GATEWAY_PORT=$PORT KEFU_DEVICE=$DEVICE \
-    cargo build --release) || fail "building the firmware"
+    KEFU_RESTART_CHECK=$RESTART_CHECK cargo build --release) || fail "building the firmware"
 ELF=$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/kefu-board-mps2-an386
 arm-none-eabi-size "$ELF"
 
 step "5. QEMU mps2-an386 (guest network restricted; guestfwd=$FWD to 127.0.0.1:$PORT)"
 case $FWD in
+    socat) GUESTFWD="guestfwd=tcp:10.0.2.100:$PORT-cmd:socat -lf /dev/null STDIO TCP:127.0.0.1:$PORT" ;;
     nc) GUESTFWD="guestfwd=tcp:10.0.2.100:$PORT-cmd:nc 127.0.0.1 $PORT" ;;
     tcp) GUESTFWD="guestfwd=tcp:10.0.2.100:$PORT-tcp:127.0.0.1:$PORT" ;;
-    *) fail "FWD must be nc or tcp, not '$FWD'" ;;
+    *) fail "FWD must be socat, nc or tcp, not '$FWD'" ;;
 esac
-set +e
+: >"$WORK/qemu.log"
 timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -display none -monitor none -serial null \
     -semihosting-config enable=on,target=native -kernel "$ELF" \
     -netdev "user,id=n0,restrict=on,$GUESTFWD" -net nic,model=lan9118,netdev=n0 \
-    2>&1 | tee "$WORK/qemu.log"
-QEMU_RC=${PIPESTATUS[0]}
+    >"$WORK/qemu.log" 2>&1 &
+QEMU_PID=$!
+tail -n +1 -f --pid="$QEMU_PID" "$WORK/qemu.log" &
+
+# Waits until the firmware printed $1 (or QEMU ended, or $2 seconds passed).
+wait_for() {
+    for _ in $(seq 1 $(($2 * 10))); do
+        grep -q -- "$1" "$WORK/qemu.log" && return 0
+        kill -0 "$QEMU_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+if [[ $RESTART_CHECK == 1 ]]; then
+    wait_for "kefu-board: holding the connection" 30 ||
+        fail "the firmware did not log in and hold its connection"
+    echo "run-demo: stopping the gateway (SIGTERM)"
+    kill "$GW_PID"
+    wait "$GW_PID" 2>/dev/null || true
+    wait_for "retrying in 1 s" 20 || fail "the firmware did not notice the gateway went away"
+    echo "run-demo: starting the gateway again on 127.0.0.1:$PORT"
+    "$KEFU" gateway --data "$WORK/data" --http 127.0.0.1:0 --tcp "127.0.0.1:$PORT" \
+        >"$WORK/gateway2.out" 2>>"$WORK/gateway.log" &
+    GW_PID=$!
+fi
+set +e
+wait "$QEMU_PID"
+QEMU_RC=$?
 set -e
+sleep 0.2 # let tail print the last lines
 
 step "6. checks"
 # CHECKS: each line the firmware must have printed, in order of the scenario.
@@ -127,7 +173,16 @@ expect "kefu-board: dhcp address" "DHCP lease from QEMU"
 expect "kefu-board: tcp connected" "TCP connection to the gateway through guestfwd"
 expect "kefu-board: hi ok" "hi answered by the gateway"
 expect "kefu-board: login ok" "login with the device token"
+expect "kefu-board: round 1 done" "first round complete"
+if [[ $RESTART_CHECK == 1 ]]; then
+    expect "kefu-board: gateway closed the connection" "gateway shutdown seen by the firmware"
+    expect "kefu-board: round 2 done" "reconnected, hi and login again after the gateway restart"
+fi
 [[ $QEMU_RC == 124 ]] && fail "QEMU still running after ${QEMU_TIMEOUT} s"
 [[ $QEMU_RC == 0 ]] || fail "firmware exited with code $QEMU_RC"
 echo
-echo "run-demo: PASSED (hi + login against the real gateway from QEMU mps2-an386)"
+if [[ $RESTART_CHECK == 1 ]]; then
+    echo "run-demo: PASSED (hi + login, gateway restart, reconnect + hi + login; QEMU mps2-an386)"
+else
+    echo "run-demo: PASSED (hi + login against the real gateway from QEMU mps2-an386)"
+fi

@@ -114,12 +114,52 @@ impl Conn<'_> {
     }
 }
 
+/// How long the probe holds a connection open waiting for the gateway to close it.
+const HOLD_LIMIT: Duration = Duration::from_secs(60);
+
+impl HelloError {
+    /// Whether trying again later may succeed (the link or the gateway was away), as opposed
+    /// to a refusal or a protocol error that a retry would only repeat.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            HelloError::Connect(_) | HelloError::Io(_) | HelloError::Closed | HelloError::Timeout
+        )
+    }
+}
+
+impl Conn<'_> {
+    /// Reads until the peer closes the connection (or it fails), logging each packet's name.
+    async fn until_closed(&mut self) {
+        loop {
+            while let Some(frame) = self.deframer.next_frame() {
+                match frame.map(proto::decode_server) {
+                    Ok(Ok(ServerPacket::Ctrl(c))) => {
+                        log!("kefu-board: ctrl {} {}", c.code.0, c.text)
+                    }
+                    Ok(Ok(p)) => log!("kefu-board: {}", p.name()),
+                    _ => log!("kefu-board: undecodable frame"),
+                }
+            }
+            let spare = self.deframer.spare_capacity();
+            match self.sock.read(spare).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.deframer.commit(n),
+            }
+        }
+    }
+}
+
 /// Connects to `endpoint`, says `hi`, and logs in with `token` if it is not empty.
+///
+/// With `hold`, the connection then stays open until the gateway closes it (as it does when
+/// it shuts down), for at most [`HOLD_LIMIT`]; packets received meanwhile are logged by name.
 pub async fn run(
     stack: Stack<'_>,
     endpoint: (embassy_net::Ipv4Address, u16),
     device: &str,
     token: &[u8],
+    hold: bool,
 ) -> Result<Hello, HelloError> {
     let mut rx = [0u8; 1024];
     let mut tx = [0u8; 1024];
@@ -172,6 +212,15 @@ pub async fn run(
             .await?
             .ok_or(HelloError::Unexpected("login answered without user"))?;
         log!("kefu-board: login ok (user {})", hello.user.as_str());
+    }
+    if hold {
+        log!("kefu-board: holding the connection until the gateway closes it");
+        conn.sock.set_timeout(None);
+        with_timeout(HOLD_LIMIT, conn.until_closed())
+            .await
+            .map_err(|_| HelloError::Timeout)?;
+        log!("kefu-board: gateway closed the connection");
+        return Ok(hello);
     }
     conn.sock.close();
     let _ = conn.sock.flush().await;

@@ -18,7 +18,7 @@ use cortex_m::peripheral::NVIC;
 use cortex_m_semihosting::debug;
 use embassy_executor::Spawner;
 use embassy_net::{Ipv4Address, Stack, StackResources};
-use embassy_time::{Duration, with_timeout};
+use embassy_time::{Duration, Instant, Timer, with_timeout};
 use static_cell::StaticCell;
 
 use lan9118::Lan9118;
@@ -32,6 +32,8 @@ mod config {
 const GATEWAY_ADDR: Ipv4Address = Ipv4Address::new(10, 0, 2, 100);
 /// How long DHCP may take before the board gives up.
 const DHCP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one probe round keeps retrying a gateway that is away.
+const RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// Sockets the stack can hold: DHCP plus the app's TCP connections.
 const SOCKETS: usize = 3;
 
@@ -151,25 +153,40 @@ async fn main(spawner: Spawner) {
     exit(ok)
 }
 
-/// The board's own check until the app lands: `hi` (and `login` with the baked-in token).
+/// The board's own check until the app lands: `hi` (and `login` with the baked-in token). With
+/// `config::RESTART_CHECK`, a second round follows once the gateway has closed the first
+/// connection: the board retries every second until the restarted gateway answers.
 async fn probe(stack: Stack<'static>) -> bool {
     let endpoint = (GATEWAY_ADDR, config::GATEWAY_PORT);
-    match hello::run(stack, endpoint, config::DEVICE, config::TOKEN).await {
-        Ok(h) => {
-            log!(
-                "kefu-board: done (protocol {}, user {})",
-                h.version,
-                h.user.as_str()
-            );
-            log!(
-                "kefu-board: lan9118 interrupts taken: {}",
-                lan9118::interrupts()
-            );
-            true
-        }
-        Err(e) => {
-            log!("kefu-board: gateway exchange failed: {}", e);
-            false
+    let rounds = if config::RESTART_CHECK { 2 } else { 1 };
+    for round in 1..=rounds {
+        let hold = round < rounds;
+        let deadline = Instant::now() + RETRY_WINDOW;
+        loop {
+            match hello::run(stack, endpoint, config::DEVICE, config::TOKEN, hold).await {
+                Ok(h) => {
+                    log!(
+                        "kefu-board: round {} done (protocol {}, user {})",
+                        round,
+                        h.version,
+                        h.user.as_str()
+                    );
+                    break;
+                }
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    log!("kefu-board: round {}: {}; retrying in 1 s", round, e);
+                    Timer::after_secs(1).await;
+                }
+                Err(e) => {
+                    log!("kefu-board: round {} failed: {}", round, e);
+                    return false;
+                }
+            }
         }
     }
+    log!(
+        "kefu-board: lan9118 interrupts taken: {}",
+        lan9118::interrupts()
+    );
+    true
 }
