@@ -7,8 +7,9 @@
 //! - `KEFU_GATEWAY_PORT`: the TCP port of the gateway; the firmware connects to
 //!   10.0.2.100:PORT, which QEMU's `guestfwd` carries to 127.0.0.1:PORT. Default 7700.
 //! - `KEFU_DEVICE`: the device id sent in `hi`. Default `mps2-an386`.
-//! - `KEFU_RESTART_CHECK`: `1` makes the probe hold its first connection until the gateway
-//!   closes it, then reconnect (retrying while the gateway is away) and log in again.
+//! - `KEFU_PROBE_ROUNDS`: how many times the probe connects and logs in (default 1). Every
+//!   round but the last holds its connection until it ends (gateway shutdown, link loss); the
+//!   next round retries while the gateway or the link is away.
 
 use std::env;
 use std::fmt::Write as _;
@@ -24,7 +25,7 @@ fn main() {
         "KEFU_TOKEN",
         "KEFU_GATEWAY_PORT",
         "KEFU_DEVICE",
-        "KEFU_RESTART_CHECK",
+        "KEFU_PROBE_ROUNDS",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -39,11 +40,20 @@ fn main() {
         .unwrap_or(7700);
     let device = env::var("KEFU_DEVICE").unwrap_or_else(|_| "mps2-an386".into());
 
-    let restart_check = env::var("KEFU_RESTART_CHECK").is_ok_and(|v| v == "1");
+    let rounds: u32 = env::var("KEFU_PROBE_ROUNDS")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .map(|r| r.parse().expect("KEFU_PROBE_ROUNDS must be a number"))
+        .unwrap_or(1)
+        .max(1);
 
     let mut src = String::new();
-    writeln!(src, "/// Probe a gateway restart (`KEFU_RESTART_CHECK=1`).").unwrap();
-    writeln!(src, "pub const RESTART_CHECK: bool = {restart_check};").unwrap();
+    writeln!(
+        src,
+        "/// Connect-and-login rounds of the probe (`KEFU_PROBE_ROUNDS`)."
+    )
+    .unwrap();
+    writeln!(src, "pub const PROBE_ROUNDS: u32 = {rounds};").unwrap();
     writeln!(
         src,
         "/// Login token (decoded `KEFU_TOKEN`); empty if none was given."

@@ -10,9 +10,12 @@
 #      (`restrict=on`): the only way out is the guestfwd rule 10.0.2.100:PORT -> 127.0.0.1:PORT,
 #   6. checks that the firmware got its DHCP lease, connected, completed `hi` and `login`, and
 #      exited with code 0. With FWD=socat (the default when socat is installed) the firmware
-#      holds its connection; the script stops the gateway (SIGTERM), waits until the firmware
-#      notices and retries, starts the gateway again on the same port, and checks that the
-#      firmware reconnected and completed hi + login a second time.
+#      holds its connection after each login and the script goes on:
+#      a. pulls the virtual cable (QMP `set_link n0 false`), checks the firmware saw the link go
+#         down (PHY interrupt), plugs it back in, and checks it got a lease again, reconnected
+#         and logged in (round 2);
+#      b. stops the gateway (SIGTERM), checks the firmware saw the close and retries, starts the
+#         gateway again on the same port, and checks it reconnected and logged in (round 3).
 # Any step that does not happen stops the script with a message naming it and a non-zero exit.
 #
 # Today the firmware runs the board's own probe (hi + login). When the kefu-firmware app is
@@ -110,12 +113,15 @@ done
 echo "gateway pid $GW_PID, framed TCP on 127.0.0.1:$PORT"
 
 step "4. firmware build (token and port baked in)"
-RESTART_CHECK=0
-[[ $FWD == socat ]] && RESTART_CHECK=1
+# With socat the firmware can see closes and reconnect: three rounds (link loss, then a gateway
+# restart, each followed by a reconnect); otherwise one round.
+SCENARIO=0
+[[ $FWD == socat ]] && SCENARIO=1
+ROUNDS=$((SCENARIO ? 3 : 1))
 export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BOARD_DIR/target}
 (cd "$BOARD_DIR" && KEFU_TOKEN=$TOKEN KEFU_GATEWAY_PORT=$PORT KEFU_DEVICE=$DEVICE \
-    KEFU_RESTART_CHECK=$RESTART_CHECK cargo build --release) || fail "building the firmware"
+    KEFU_PROBE_ROUNDS=$ROUNDS cargo build --release) || fail "building the firmware"
 ELF=$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/kefu-board-mps2-an386
 arm-none-eabi-size "$ELF"
 
@@ -127,30 +133,50 @@ case $FWD in
     *) fail "FWD must be socat, nc or tcp, not '$FWD'" ;;
 esac
 : >"$WORK/qemu.log"
+# QMP (a unix socket in $WORK) lets the script pull the virtual cable.
 timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -display none -monitor none -serial null \
     -semihosting-config enable=on,target=native -kernel "$ELF" \
     -netdev "user,id=n0,restrict=on,$GUESTFWD" -net nic,model=lan9118,netdev=n0 \
+    -qmp "unix:$WORK/qmp.sock,server=on,wait=off" \
     >"$WORK/qemu.log" 2>&1 &
 QEMU_PID=$!
 tail -n +1 -f --pid="$QEMU_PID" "$WORK/qemu.log" &
 
-# Waits until the firmware printed $1 (or QEMU ended, or $2 seconds passed).
+# Waits until the firmware printed $1 at least $2 times (or QEMU ended, or $3 seconds passed).
 wait_for() {
-    for _ in $(seq 1 $(($2 * 10))); do
-        grep -q -- "$1" "$WORK/qemu.log" && return 0
+    for _ in $(seq 1 $(($3 * 10))); do
+        [[ $(grep -c -- "$1" "$WORK/qemu.log") -ge $2 ]] && return 0
         kill -0 "$QEMU_PID" 2>/dev/null || return 1
         sleep 0.1
     done
     return 1
 }
+# Sets the emulated Ethernet link up (true) or down (false) through QMP.
+set_link() {
+    local reply
+    reply=$(printf '{"execute":"qmp_capabilities"}\n{"execute":"set_link","arguments":{"name":"n0","up":%s}}\n' "$1" |
+        socat -t 1 - "UNIX-CONNECT:$WORK/qmp.sock" | tail -n 1)
+    [[ $reply == *'"return"'* ]] || fail "QMP set_link $1 answered: $reply"
+}
 
-if [[ $RESTART_CHECK == 1 ]]; then
-    wait_for "kefu-board: holding the connection" 30 ||
-        fail "the firmware did not log in and hold its connection"
+if [[ $SCENARIO == 1 ]]; then
+    wait_for "kefu-board: holding the connection" 1 30 ||
+        fail "the firmware did not log in and hold its connection (round 1)"
+    echo "run-demo: pulling the virtual cable (QMP set_link n0 down)"
+    set_link false
+    wait_for "kefu-board: link down" 1 10 || fail "the firmware did not see the link go down"
+    sleep 2
+    echo "run-demo: plugging it back in (QMP set_link n0 up)"
+    set_link true
+    wait_for "kefu-board: holding the connection" 2 40 ||
+        fail "the firmware did not reconnect and log in after the link came back (round 2)"
     echo "run-demo: stopping the gateway (SIGTERM)"
     kill "$GW_PID"
     wait "$GW_PID" 2>/dev/null || true
-    wait_for "retrying in 1 s" 20 || fail "the firmware did not notice the gateway went away"
+    wait_for "kefu-board: gateway closed the connection" 1 20 ||
+        fail "the firmware did not see the gateway close its connection"
+    wait_for "kefu-board: round 3: .*retrying" 1 20 ||
+        fail "the firmware did not retry while the gateway was away"
     echo "run-demo: starting the gateway again on 127.0.0.1:$PORT"
     "$KEFU" gateway --data "$WORK/data" --http 127.0.0.1:0 --tcp "127.0.0.1:$PORT" \
         >"$WORK/gateway2.out" 2>>"$WORK/gateway.log" &
@@ -174,15 +200,17 @@ expect "kefu-board: tcp connected" "TCP connection to the gateway through guestf
 expect "kefu-board: hi ok" "hi answered by the gateway"
 expect "kefu-board: login ok" "login with the device token"
 expect "kefu-board: round 1 done" "first round complete"
-if [[ $RESTART_CHECK == 1 ]]; then
+if [[ $SCENARIO == 1 ]]; then
+    expect "kefu-board: link down" "link loss seen through the PHY interrupt"
+    expect "kefu-board: round 2 done" "reconnected, hi and login again after the link came back"
     expect "kefu-board: gateway closed the connection" "gateway shutdown seen by the firmware"
-    expect "kefu-board: round 2 done" "reconnected, hi and login again after the gateway restart"
+    expect "kefu-board: round 3 done" "reconnected, hi and login again after the gateway restart"
 fi
 [[ $QEMU_RC == 124 ]] && fail "QEMU still running after ${QEMU_TIMEOUT} s"
 [[ $QEMU_RC == 0 ]] || fail "firmware exited with code $QEMU_RC"
 echo
-if [[ $RESTART_CHECK == 1 ]]; then
-    echo "run-demo: PASSED (hi + login, gateway restart, reconnect + hi + login; QEMU mps2-an386)"
+if [[ $SCENARIO == 1 ]]; then
+    echo "run-demo: PASSED (hi + login; link down/up and reconnect; gateway restart and reconnect; QEMU mps2-an386)"
 else
     echo "run-demo: PASSED (hi + login against the real gateway from QEMU mps2-an386)"
 fi

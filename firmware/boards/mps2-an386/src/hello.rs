@@ -129,8 +129,8 @@ impl HelloError {
 }
 
 impl Conn<'_> {
-    /// Reads until the peer closes the connection (or it fails), logging each packet's name.
-    async fn until_closed(&mut self) {
+    /// Reads until the peer closes the connection (`Ok`) or it fails, logging each packet.
+    async fn until_closed(&mut self) -> Result<(), embassy_net::tcp::Error> {
         loop {
             while let Some(frame) = self.deframer.next_frame() {
                 match frame.map(proto::decode_server) {
@@ -142,9 +142,9 @@ impl Conn<'_> {
                 }
             }
             let spare = self.deframer.spare_capacity();
-            match self.sock.read(spare).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => self.deframer.commit(n),
+            match self.sock.read(spare).await? {
+                0 => return Ok(()),
+                n => self.deframer.commit(n),
             }
         }
     }
@@ -214,12 +214,13 @@ pub async fn run(
         log!("kefu-board: login ok (user {})", hello.user.as_str());
     }
     if hold {
-        log!("kefu-board: holding the connection until the gateway closes it");
+        log!("kefu-board: holding the connection until it ends");
         conn.sock.set_timeout(None);
-        with_timeout(HOLD_LIMIT, conn.until_closed())
-            .await
-            .map_err(|_| HelloError::Timeout)?;
-        log!("kefu-board: gateway closed the connection");
+        match with_timeout(HOLD_LIMIT, conn.until_closed()).await {
+            Err(_) => return Err(HelloError::Timeout),
+            Ok(Ok(())) => log!("kefu-board: gateway closed the connection"),
+            Ok(Err(e)) => log!("kefu-board: connection lost: {:?}", e),
+        }
         return Ok(hello);
     }
     conn.sock.close();

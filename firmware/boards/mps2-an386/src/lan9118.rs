@@ -93,7 +93,7 @@ mod int {
     pub const RSFL: u32 = 1 << 3;
     pub const TSFL: u32 = 1 << 7;
     pub const TDFA: u32 = 1 << 9;
-    pub const PHY: u32 = 1 << 26;
+    pub const PHY: u32 = 1 << 18;
 }
 
 const CSR_BUSY: u32 = 1 << 31;
@@ -312,7 +312,7 @@ impl Lan9118 {
     /// Re-reads the PHY link bit after a link interrupt.
     fn refresh_link(&mut self) {
         if PENDING.fetch_and(!int::PHY, Ordering::AcqRel) & int::PHY != 0 {
-            let _ = self.regs.phy_read(phy::ISR);
+            let _ = self.regs.phy_read(phy::ISR); // reading clears the PHY's event bits
             if let Ok(bsr) = self.regs.phy_read(phy::BSR) {
                 self.link_up = bsr & phy::BSR_LINK != 0;
             }

@@ -85,6 +85,17 @@ async fn net_task(mut runner: embassy_net::Runner<'static, Lan9118>) -> ! {
     runner.run().await
 }
 
+/// Reports the Ethernet link (from the PHY, through the driver's link interrupt) as it changes.
+#[embassy_executor::task]
+async fn link_task(stack: Stack<'static>) -> ! {
+    loop {
+        stack.wait_link_up().await;
+        log!("kefu-board: link up");
+        stack.wait_link_down().await;
+        log!("kefu-board: link down");
+    }
+}
+
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     log!("kefu-board: mps2-an386 up");
@@ -112,6 +123,9 @@ async fn main(spawner: Spawner) {
     );
     // SAFETY: the handler (DefaultHandler -> lan9118::on_interrupt) only touches the driver's
     // atomics and interrupt registers, inside a critical section.
+    // The line was high while the controller's IRQ_CFG still had its reset polarity: drop
+    // that stale pending state before unmasking.
+    NVIC::unpend(lan9118::Irq);
     unsafe { NVIC::unmask(lan9118::Irq) };
 
     // No entropy source on this board: the seed comes from the MAC (unique per device) and
@@ -126,6 +140,7 @@ async fn main(spawner: Spawner) {
         seed,
     );
     spawner.spawn(net_task(runner).expect("net task spawned once"));
+    spawner.spawn(link_task(stack).expect("link task spawned once"));
 
     if with_timeout(DHCP_TIMEOUT, stack.wait_config_up())
         .await
@@ -153,12 +168,13 @@ async fn main(spawner: Spawner) {
     exit(ok)
 }
 
-/// The board's own check until the app lands: `hi` (and `login` with the baked-in token). With
-/// `config::RESTART_CHECK`, a second round follows once the gateway has closed the first
-/// connection: the board retries every second until the restarted gateway answers.
+/// The board's own check until the app lands: `hi` (and `login` with the baked-in token), in
+/// `config::PROBE_ROUNDS` rounds. Every round but the last holds its connection until it ends
+/// (the gateway shuts down, the link goes away); the next round retries every second until the
+/// gateway answers again.
 async fn probe(stack: Stack<'static>) -> bool {
     let endpoint = (GATEWAY_ADDR, config::GATEWAY_PORT);
-    let rounds = if config::RESTART_CHECK { 2 } else { 1 };
+    let rounds = config::PROBE_ROUNDS;
     for round in 1..=rounds {
         let hold = round < rounds;
         let deadline = Instant::now() + RETRY_WINDOW;
