@@ -10,6 +10,8 @@
 //! - `KEFU_PROBE_ROUNDS`: how many times the probe connects and logs in (default 1). Every
 //!   round but the last holds its connection until it ends (gateway shutdown, link loss); the
 //!   next round retries while the gateway or the link is away.
+//! - `KEFU_BULK_BYTES` / `KEFU_BULK_PORT`: a bulk self-test before the probe (default off / 9000):
+//!   receive that many bytes from 10.0.2.100:PORT and send as many to 10.0.2.100:PORT+1.
 
 use std::env;
 use std::fmt::Write as _;
@@ -26,6 +28,8 @@ fn main() {
         "KEFU_GATEWAY_PORT",
         "KEFU_DEVICE",
         "KEFU_PROBE_ROUNDS",
+        "KEFU_BULK_BYTES",
+        "KEFU_BULK_PORT",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -47,7 +51,32 @@ fn main() {
         .unwrap_or(1)
         .max(1);
 
+    let number = |var: &str, default: u64| -> u64 {
+        env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{var} must be a number"))
+            })
+            .unwrap_or(default)
+    };
+    let bulk_bytes = number("KEFU_BULK_BYTES", 0);
+    let bulk_port = u16::try_from(number("KEFU_BULK_PORT", 9000)).expect("KEFU_BULK_PORT");
+
     let mut src = String::new();
+    writeln!(
+        src,
+        "/// Bulk self-test length, 0 = off (`KEFU_BULK_BYTES`)."
+    )
+    .unwrap();
+    writeln!(src, "pub const BULK_BYTES: usize = {bulk_bytes};").unwrap();
+    writeln!(
+        src,
+        "/// Bulk self-test source port; the sink is the next one (`KEFU_BULK_PORT`)."
+    )
+    .unwrap();
+    writeln!(src, "pub const BULK_PORT: u16 = {bulk_port};").unwrap();
     writeln!(
         src,
         "/// Connect-and-login rounds of the probe (`KEFU_PROBE_ROUNDS`)."

@@ -8,7 +8,8 @@
 #      KEFU_TOKEN / KEFU_GATEWAY_PORT / KEFU_DEVICE),
 #   5. boots it in QEMU (mps2-an386) with user-mode networking restricted to the guest
 #      (`restrict=on`): the only way out is the guestfwd rule 10.0.2.100:PORT -> 127.0.0.1:PORT,
-#   6. checks that the firmware got its DHCP lease, connected, completed `hi` and `login`, and
+#   6. checks that the firmware got its DHCP lease, moved a bulk stream each way intact (driver
+#      under full-size frames), connected, completed `hi` and `login`, and
 #      exited with code 0. With FWD=socat (the default when socat is installed) the firmware
 #      holds its connection after each login and the script goes on:
 #      a. pulls the virtual cable (QMP `set_link n0 false`), checks the firmware saw the link go
@@ -24,7 +25,8 @@
 # Environment:
 #   KEFU_BIN        use this kefu binary instead of building the root workspace's
 #   CARGO_TARGET_DIR  target folder for the firmware build (default: ./target here)
-#   QEMU_TIMEOUT    seconds the emulation may run (default 60)
+#   QEMU_TIMEOUT    seconds the emulation may run (default 90)
+#   BULK_BYTES      length of the bulk self-test in each direction (default 262144; 0 = off)
 #   KEEP=1          keep the temporary folder (gateway data and logs)
 #   FWD=socat|nc|tcp  guestfwd kind:
 #                   socat (default when installed): `socat -lf /dev/null STDIO TCP:127.0.0.1:PORT` per guest
@@ -43,7 +45,7 @@ set -euo pipefail
 
 BOARD_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BOARD_DIR/../../.." && pwd)
-QEMU_TIMEOUT=${QEMU_TIMEOUT:-60}
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-90}
 DEVICE=${KEFU_DEVICE:-counter-01}
 
 step() { printf '\n== %s\n' "$*"; }
@@ -118,10 +120,14 @@ step "4. firmware build (token and port baked in)"
 SCENARIO=0
 [[ $FWD == socat ]] && SCENARIO=1
 ROUNDS=$((SCENARIO ? 3 : 1))
+# Bulk self-test first: the guest reads BULK_BYTES from `yes kefu-bulk` (guest port 9000) and
+# writes as many to `dd of=$WORK/bulk-tx.bin` (guest port 9001). Host side: commands, no ports.
+BULK_BYTES=${BULK_BYTES:-262144}
 export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BOARD_DIR/target}
 (cd "$BOARD_DIR" && KEFU_TOKEN=$TOKEN KEFU_GATEWAY_PORT=$PORT KEFU_DEVICE=$DEVICE \
-    KEFU_PROBE_ROUNDS=$ROUNDS cargo build --release) || fail "building the firmware"
+    KEFU_PROBE_ROUNDS=$ROUNDS KEFU_BULK_BYTES=$BULK_BYTES KEFU_BULK_PORT=9000 \
+    cargo build --release) || fail "building the firmware"
 ELF=$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/kefu-board-mps2-an386
 arm-none-eabi-size "$ELF"
 
@@ -136,7 +142,8 @@ esac
 # QMP (a unix socket in $WORK) lets the script pull the virtual cable.
 timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -display none -monitor none -serial null \
     -semihosting-config enable=on,target=native -kernel "$ELF" \
-    -netdev "user,id=n0,restrict=on,$GUESTFWD" -net nic,model=lan9118,netdev=n0 \
+    -netdev "user,id=n0,restrict=on,$GUESTFWD,guestfwd=tcp:10.0.2.100:9000-cmd:yes kefu-bulk,guestfwd=tcp:10.0.2.100:9001-cmd:dd of=$WORK/bulk-tx.bin status=none" \
+    -net nic,model=lan9118,netdev=n0 \
     -qmp "unix:$WORK/qmp.sock,server=on,wait=off" \
     >"$WORK/qemu.log" 2>&1 &
 QEMU_PID=$!
@@ -196,6 +203,12 @@ expect() {
 }
 expect "kefu-board: lan9118 id" "Ethernet controller found and reset"
 expect "kefu-board: dhcp address" "DHCP lease from QEMU"
+if ((BULK_BYTES > 0)); then
+    expect "kefu-board: bulk rx $BULK_BYTES bytes ok" "bulk receive: $BULK_BYTES bytes, every byte checked"
+    head -c "$BULK_BYTES" < <(yes kefu-bulk) | cmp -s - "$WORK/bulk-tx.bin" ||
+        fail "bulk send: $WORK/bulk-tx.bin is not the $BULK_BYTES bytes the firmware sent"
+    echo "ok: bulk send: $BULK_BYTES bytes arrived intact"
+fi
 expect "kefu-board: tcp connected" "TCP connection to the gateway through guestfwd"
 expect "kefu-board: hi ok" "hi answered by the gateway"
 expect "kefu-board: login ok" "login with the device token"

@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod bulk;
 mod hello;
 mod lan9118;
 mod time_driver;
@@ -156,6 +157,10 @@ async fn main(spawner: Spawner) {
         log!("kefu-board: dhcp address {}", cfg.address);
     }
 
+    if config::BULK_BYTES > 0 && !bulk_check(stack).await {
+        exit(false)
+    }
+
     // === kefu-firmware app: spawn point =========================================================
     // When the `kefu-firmware` crate lands, the lead replaces `probe(stack).await` below with the
     // app's task, e.g.
@@ -166,6 +171,38 @@ async fn main(spawner: Spawner) {
     // ===========================================================================================
     let ok = probe(stack).await;
     exit(ok)
+}
+
+/// Bulk self-test (`KEFU_BULK_BYTES`): receive from 10.0.2.100:`BULK_PORT`, send to
+/// 10.0.2.100:`BULK_PORT + 1`, each `BULK_BYTES` long.
+async fn bulk_check(stack: Stack<'static>) -> bool {
+    let n = config::BULK_BYTES;
+    let rate = |d: Duration| n as u64 * 1000 / d.as_millis().max(1) / 1024;
+    match bulk::receive(stack, (GATEWAY_ADDR, config::BULK_PORT), n).await {
+        Ok(d) => log!(
+            "kefu-board: bulk rx {} bytes ok in {} ms ({} KiB/s)",
+            n,
+            d.as_millis(),
+            rate(d)
+        ),
+        Err(e) => {
+            log!("kefu-board: bulk rx failed: {}", e);
+            return false;
+        }
+    }
+    match bulk::send(stack, (GATEWAY_ADDR, config::BULK_PORT + 1), n).await {
+        Ok(d) => log!(
+            "kefu-board: bulk tx {} bytes sent in {} ms ({} KiB/s)",
+            n,
+            d.as_millis(),
+            rate(d)
+        ),
+        Err(e) => {
+            log!("kefu-board: bulk tx failed: {}", e);
+            return false;
+        }
+    }
+    true
 }
 
 /// The board's own check until the app lands: `hi` (and `login` with the baked-in token), in
@@ -190,7 +227,12 @@ async fn probe(stack: Stack<'static>) -> bool {
                     break;
                 }
                 Err(e) if e.is_transient() && Instant::now() < deadline => {
-                    log!("kefu-board: round {}: {}; retrying in 1 s", round, e);
+                    log!(
+                        "kefu-board: round {}: {}; retrying in 1 s (uptime {} ms)",
+                        round,
+                        e,
+                        Instant::now().as_millis()
+                    );
                     Timer::after_secs(1).await;
                 }
                 Err(e) => {
