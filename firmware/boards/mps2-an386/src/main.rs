@@ -157,7 +157,7 @@ async fn main(spawner: Spawner) {
         log!("kefu-board: dhcp address {}", cfg.address);
     }
 
-    if config::BULK_BYTES > 0 && !bulk_check(stack).await {
+    if config::BULK_BYTES != 0 && !bulk_check(stack).await {
         exit(false)
     }
 
