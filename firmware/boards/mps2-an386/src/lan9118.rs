@@ -361,6 +361,15 @@ impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let len = len.min(MTU);
         let r = f(&mut self.buf[..len]);
+        // A token handed out with a reply to a received frame may find the FIFO short of room;
+        // the controller drains it at line rate (a full frame in ~120 us at 100 Mbit/s), so
+        // wait for room rather than overflow it. QEMU sends synchronously: never waits there.
+        let need = len.next_multiple_of(4) + 8;
+        for _ in 0..SPIN {
+            if (self.regs.read(reg::TX_FIFO_INF) & 0xFFFF) as usize >= need {
+                break;
+            }
+        }
         let len32 = len as u32;
         self.regs
             .write(reg::TX_DATA_FIFO, TX_CMD_A_FIRST_LAST | len32);

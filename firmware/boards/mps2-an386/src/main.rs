@@ -122,11 +122,11 @@ async fn main(spawner: Spawner) {
         mac[4],
         mac[5]
     );
-    // SAFETY: the handler (DefaultHandler -> lan9118::on_interrupt) only touches the driver's
-    // atomics and interrupt registers, inside a critical section.
     // The line was high while the controller's IRQ_CFG still had its reset polarity: drop
     // that stale pending state before unmasking.
     NVIC::unpend(lan9118::Irq);
+    // SAFETY: the handler (DefaultHandler -> lan9118::on_interrupt) only touches the driver's
+    // atomics and interrupt registers, inside a critical section.
     unsafe { NVIC::unmask(lan9118::Irq) };
 
     // No entropy source on this board: the seed comes from the MAC (unique per device) and
@@ -167,7 +167,10 @@ async fn main(spawner: Spawner) {
     //     spawner.spawn(app_task(stack, ...).expect("app task spawned once"));
     // where `app_task` is an `#[embassy_executor::task]` that calls `kefu_firmware::run(stack,
     // (GATEWAY_ADDR, config::GATEWAY_PORT), config::TOKEN, display, input, storage)`.
-    // Everything above (time driver, Ethernet, DHCP, `stack`) is what the app needs.
+    // Everything above (time driver, Ethernet, DHCP, `stack`) is what the app needs. An app that
+    // waits for the link and the lease itself (it must, to survive link loss) can instead be
+    // spawned right after `link_task`, and the DHCP wait above kept only for the log line.
+    // The bulk self-test is a board check: keep it off (KEFU_BULK_BYTES unset) in fleet builds.
     // ===========================================================================================
     let ok = probe(stack).await;
     exit(ok)
