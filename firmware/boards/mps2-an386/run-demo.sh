@@ -12,6 +12,8 @@
 #      under full-size frames), connected, completed `hi` and `login`, and
 #      exited with code 0. With FWD=socat (the default when socat is installed) the firmware
 #      holds its connection after each login and the script goes on:
+#      0. types a line on the terminal's serial port (UART0, a unix socket) and checks the
+#         firmware read it;
 #      a. pulls the virtual cable (QMP `set_link n0 false`), checks the firmware saw the link go
 #         down (PHY interrupt), plugs it back in, and checks it got a lease again, reconnected
 #         and logged in (round 2);
@@ -102,6 +104,7 @@ TOKEN=$("$KEFU" device add "$DEVICE" --data "$WORK/data" 2>"$WORK/device.log" | 
 echo "token: ${TOKEN:0:12}… (${#TOKEN} chars)"
 
 step "3. gateway on 127.0.0.1"
+: >"$WORK/gateway.out" # exists before the background job opens it
 "$KEFU" gateway --data "$WORK/data" --http 127.0.0.1:0 --tcp 127.0.0.1:0 >"$WORK/gateway.out" 2>"$WORK/gateway.log" &
 GW_PID=$!
 PORT=
@@ -140,7 +143,9 @@ case $FWD in
 esac
 : >"$WORK/qemu.log"
 # QMP (a unix socket in $WORK) lets the script pull the virtual cable.
-timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -display none -monitor none -serial null \
+# UART0 (the terminal's keyboard) is a unix socket in $WORK as well.
+timeout "$QEMU_TIMEOUT" qemu-system-arm -M mps2-an386 -display none -monitor none \
+    -serial "unix:$WORK/uart.sock,server=on,wait=off" \
     -semihosting-config enable=on,target=native -kernel "$ELF" \
     -netdev "user,id=n0,restrict=on,$GUESTFWD,guestfwd=tcp:10.0.2.100:9000-cmd:yes kefu-bulk,guestfwd=tcp:10.0.2.100:9001-cmd:dd of=$WORK/bulk-tx.bin status=none" \
     -net nic,model=lan9118,netdev=n0 \
@@ -169,6 +174,11 @@ set_link() {
 if [[ $SCENARIO == 1 ]]; then
     wait_for "kefu-board: holding the connection" 1 30 ||
         fail "the firmware did not log in and hold its connection (round 1)"
+    echo "run-demo: typing a line on the terminal's serial port"
+    printf 'reply from counter 1\r\n' | socat -t 1 - "UNIX-CONNECT:$WORK/uart.sock" ||
+        fail "could not reach the serial port socket"
+    wait_for "kefu-board: uart line: reply from counter 1" 1 10 ||
+        fail "the firmware did not read the line from its serial port"
     echo "run-demo: pulling the virtual cable (QMP set_link n0 down)"
     set_link false
     wait_for "kefu-board: link down" 1 10 || fail "the firmware did not see the link go down"
@@ -214,6 +224,7 @@ expect "kefu-board: hi ok" "hi answered by the gateway"
 expect "kefu-board: login ok" "login with the device token"
 expect "kefu-board: round 1 done" "first round complete"
 if [[ $SCENARIO == 1 ]]; then
+    expect "kefu-board: uart line: reply from counter 1" "a line typed on the serial port (UART0) read"
     expect "kefu-board: link down" "link loss seen through the PHY interrupt"
     expect "kefu-board: round 2 done" "reconnected, hi and login again after the link came back"
     expect "kefu-board: gateway closed the connection" "gateway shutdown seen by the firmware"

@@ -14,6 +14,7 @@ mod bulk;
 mod hello;
 mod lan9118;
 mod time_driver;
+mod uart;
 
 use cortex_m::peripheral::NVIC;
 use cortex_m_semihosting::debug;
@@ -38,10 +39,18 @@ const RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// Sockets the stack can hold: DHCP plus the app's TCP connections.
 const SOCKETS: usize = 3;
 
-/// Prints one line on the host's stdout through semihosting.
+/// Prints one line on the host's stdout through semihosting, prefixed with the uptime in seconds.
 #[macro_export]
 macro_rules! log {
-    ($($arg:tt)*) => { cortex_m_semihosting::hprintln!($($arg)*) };
+    ($fmt:literal $(, $arg:expr)* $(,)?) => {{
+        let ms = embassy_time::Instant::now().as_millis();
+        cortex_m_semihosting::hprintln!(
+            concat!("[{:>4}.{:03}] ", $fmt),
+            ms / 1000,
+            ms % 1000
+            $(, $arg)*
+        )
+    }};
 }
 
 /// Ends the emulation with a success (`true`) or failure exit code.
@@ -69,6 +78,8 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 unsafe fn DefaultHandler(irqn: i16) {
     if irqn == lan9118::IRQ as i16 {
         lan9118::on_interrupt();
+    } else if irqn == uart::RX_IRQ as i16 {
+        uart::on_rx_interrupt();
     } else {
         panic!("unexpected exception or interrupt {}", irqn);
     }
@@ -94,6 +105,19 @@ async fn link_task(stack: Stack<'static>) -> ! {
         log!("kefu-board: link up");
         stack.wait_link_down().await;
         log!("kefu-board: link down");
+    }
+}
+
+/// Reads lines typed on the serial port (UART0) and reports them: the agent's input source once
+/// the app lands, a check of the UART path until then.
+#[embassy_executor::task]
+async fn uart_task(mut uart: uart::Uart) -> ! {
+    let mut line = heapless::String::<128>::new();
+    loop {
+        match uart.read_line(&mut line).await {
+            Ok(()) => log!("kefu-board: uart line: {}", line.as_str()),
+            Err(e) => log!("kefu-board: uart line refused: {:?}", e),
+        }
     }
 }
 
@@ -143,6 +167,14 @@ async fn main(spawner: Spawner) {
     spawner.spawn(net_task(runner).expect("net task spawned once"));
     spawner.spawn(link_task(stack).expect("link task spawned once"));
 
+    // SAFETY: UART0 is used only through this `Uart`.
+    let uart = unsafe { uart::Uart::new(time_driver::CORE_HZ, 115_200) };
+    NVIC::unpend(uart::RxIrq);
+    // SAFETY: the handler (DefaultHandler -> uart::on_rx_interrupt) touches only UART0's
+    // control and interrupt-clear registers, inside a critical section, and an AtomicWaker.
+    unsafe { NVIC::unmask(uart::RxIrq) };
+    spawner.spawn(uart_task(uart).expect("uart task spawned once"));
+
     if with_timeout(DHCP_TIMEOUT, stack.wait_config_up())
         .await
         .is_err()
@@ -170,6 +202,7 @@ async fn main(spawner: Spawner) {
     // Everything above (time driver, Ethernet, DHCP, `stack`) is what the app needs. An app that
     // waits for the link and the lease itself (it must, to survive link loss) can instead be
     // spawned right after `link_task`, and the DHCP wait above kept only for the log line.
+    // `uart_task` is where the app's input source (the agent's typed replies) plugs in.
     // The bulk self-test is a board check: keep it off (KEFU_BULK_BYTES unset) in fleet builds.
     // ===========================================================================================
     let ok = probe(stack).await;
@@ -230,12 +263,7 @@ async fn probe(stack: Stack<'static>) -> bool {
                     break;
                 }
                 Err(e) if e.is_transient() && Instant::now() < deadline => {
-                    log!(
-                        "kefu-board: round {}: {}; retrying in 1 s (uptime {} ms)",
-                        round,
-                        e,
-                        Instant::now().as_millis()
-                    );
+                    log!("kefu-board: round {}: {}; retrying in 1 s", round, e);
                     Timer::after_secs(1).await;
                 }
                 Err(e) => {
