@@ -133,6 +133,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BOARD_DIR/target}
     cargo build --release) || fail "building the firmware"
 ELF=$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/kefu-board-mps2-an386
 arm-none-eabi-size "$ELF"
+# The budget for the whole app: flash (text + data) <= 96 KiB, RAM (data + bss) <= 48 KiB.
+read -r TEXT DATA BSS _ < <(arm-none-eabi-size "$ELF" | tail -n 1)
+FLASH=$((TEXT + DATA)) RAM=$((DATA + BSS))
+echo "flash $FLASH bytes (budget 98304), static RAM $RAM bytes (budget 49152)"
+((FLASH <= 98304)) || fail "flash $FLASH bytes is over the 96 KiB budget"
+((RAM <= 49152)) || fail "static RAM $RAM bytes is over the 48 KiB budget"
 
 step "5. QEMU mps2-an386 (guest network restricted; guestfwd=$FWD to 127.0.0.1:$PORT)"
 case $FWD in
