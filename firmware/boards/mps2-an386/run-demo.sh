@@ -29,7 +29,7 @@
 #   CARGO_TARGET_DIR  target folder for the firmware build (default: ./target here)
 #   QEMU_TIMEOUT    seconds the emulation may run (default 90)
 #   BULK_BYTES      length of the bulk self-test in each direction (default 262144; 0 = off)
-#   KEEP=1          keep the temporary folder (gateway data and logs)
+#   KEEP=1          keep the temporary folder (gateway data and logs); a failed run keeps it anyway
 #   FWD=socat|nc|tcp  guestfwd kind:
 #                   socat (default when installed): `socat -lf /dev/null STDIO TCP:127.0.0.1:PORT` per guest
 #                     connection (its stderr also goes to the guest: hence -lf); closes travel both ways (the gateway's close reaches the guest as
@@ -51,6 +51,11 @@ QEMU_TIMEOUT=${QEMU_TIMEOUT:-90}
 DEVICE=${KEFU_DEVICE:-counter-01}
 
 step() { printf '\n== %s\n' "$*"; }
+PASSES=0
+ok() {
+    echo "ok: $1"
+    PASSES=$((PASSES + 1))
+}
 fail() {
     printf '\nrun-demo: FAILED: %s\n' "$*" >&2
     if [[ -n ${WORK:-} && -f $WORK/qemu.log ]]; then
@@ -61,6 +66,8 @@ fail() {
         printf -- '--- gateway log (%s) ---\n' "$WORK/gateway.log" >&2
         tail -n 20 "$WORK/gateway.log" >&2 || true
     fi
+    [[ -n ${WORK:-} ]] && KEEP=1 # keep the logs of a failed run
+    printf 'run-demo: %d passed, 1 failed\n' "$PASSES" >&2
     exit 1
 }
 
@@ -139,6 +146,7 @@ FLASH=$((TEXT + DATA)) RAM=$((DATA + BSS))
 echo "flash $FLASH bytes (budget 98304), static RAM $RAM bytes (budget 49152)"
 ((FLASH <= 98304)) || fail "flash $FLASH bytes is over the 96 KiB budget"
 ((RAM <= 49152)) || fail "static RAM $RAM bytes is over the 48 KiB budget"
+ok "size within the budget"
 
 step "5. QEMU mps2-an386 (guest network restricted; guestfwd=$FWD to 127.0.0.1:$PORT)"
 case $FWD in
@@ -215,7 +223,7 @@ step "6. checks"
 # CHECKS: each line the firmware must have printed, in order of the scenario.
 expect() {
     grep -q -- "$1" "$WORK/qemu.log" || fail "$2 (no '$1' in the firmware output)"
-    echo "ok: $2"
+    ok "$2"
 }
 expect "kefu-board: lan9118 id" "Ethernet controller found and reset"
 expect "kefu-board: dhcp address" "DHCP lease from QEMU"
@@ -223,7 +231,7 @@ if ((BULK_BYTES > 0)); then
     expect "kefu-board: bulk rx $BULK_BYTES bytes ok" "bulk receive: $BULK_BYTES bytes, every byte checked"
     head -c "$BULK_BYTES" < <(yes kefu-bulk) | cmp -s - "$WORK/bulk-tx.bin" ||
         fail "bulk send: $WORK/bulk-tx.bin is not the $BULK_BYTES bytes the firmware sent"
-    echo "ok: bulk send: $BULK_BYTES bytes arrived intact"
+    ok "bulk send: $BULK_BYTES bytes arrived intact"
 fi
 expect "kefu-board: tcp connected" "TCP connection to the gateway through guestfwd"
 expect "kefu-board: hi ok" "hi answered by the gateway"
@@ -238,9 +246,11 @@ if [[ $SCENARIO == 1 ]]; then
 fi
 [[ $QEMU_RC == 124 ]] && fail "QEMU still running after ${QEMU_TIMEOUT} s"
 [[ $QEMU_RC == 0 ]] || fail "firmware exited with code $QEMU_RC"
+ok "firmware exited with code 0"
 echo
 if [[ $SCENARIO == 1 ]]; then
     echo "run-demo: PASSED (hi + login; link down/up and reconnect; gateway restart and reconnect; QEMU mps2-an386)"
 else
     echo "run-demo: PASSED (hi + login against the real gateway from QEMU mps2-an386)"
 fi
+echo "run-demo: $PASSES passed, 0 failed"
