@@ -90,9 +90,13 @@ mod phy {
 
 /// Interrupt status / enable bits.
 mod int {
+    /// RX status FIFO level: a frame is waiting.
     pub const RSFL: u32 = 1 << 3;
+    /// TX status FIFO level: a frame was sent.
     pub const TSFL: u32 = 1 << 7;
+    /// TX data FIFO available: room to send.
     pub const TDFA: u32 = 1 << 9;
+    /// PHY event (bit 18, not 26: a driver arming bit 26 never hears of link changes).
     pub const PHY: u32 = 1 << 18;
 }
 
