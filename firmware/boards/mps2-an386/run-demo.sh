@@ -110,19 +110,31 @@ TOKEN=$("$KEFU" device add "$DEVICE" --data "$WORK/data" 2>"$WORK/device.log" | 
 [[ $TOKEN =~ ^[A-Za-z0-9_-]+$ ]] || fail "kefu device add printed no token: '$TOKEN'"
 echo "token: ${TOKEN:0:12}… (${#TOKEN} chars)"
 
+# Starts the gateway on 127.0.0.1:$1 (0: a free port) with the demo's data folder; sets GW_PID,
+# and PORT once the gateway says where it listens.
+start_gateway() {
+    : >"$WORK/gateway.out" # exists before the background job opens it
+    "$KEFU" gateway --data "$WORK/data" --http 127.0.0.1:0 --tcp "127.0.0.1:$1" \
+        >"$WORK/gateway.out" 2>>"$WORK/gateway.log" &
+    GW_PID=$!
+    PORT=
+    for _ in $(seq 1 100); do
+        PORT=$(sed -n 's/^kefu gateway listening: .*tcp=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/gateway.out")
+        [[ -n $PORT ]] && break
+        kill -0 "$GW_PID" 2>/dev/null || fail "the gateway exited at start"
+        sleep 0.1
+    done
+    [[ -n $PORT ]] || fail "the gateway did not say where it listens within 10 s"
+    echo "gateway pid $GW_PID, framed TCP on 127.0.0.1:$PORT"
+}
+# Stops the gateway (SIGTERM: it tells its sessions 503 and closes them) and waits for it.
+stop_gateway() {
+    kill "$GW_PID"
+    wait "$GW_PID" 2>/dev/null || true
+}
+
 step "3. gateway on 127.0.0.1"
-: >"$WORK/gateway.out" # exists before the background job opens it
-"$KEFU" gateway --data "$WORK/data" --http 127.0.0.1:0 --tcp 127.0.0.1:0 >"$WORK/gateway.out" 2>"$WORK/gateway.log" &
-GW_PID=$!
-PORT=
-for _ in $(seq 1 100); do
-    PORT=$(sed -n 's/^kefu gateway listening: .*tcp=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/gateway.out")
-    [[ -n $PORT ]] && break
-    kill -0 "$GW_PID" 2>/dev/null || fail "the gateway exited at start"
-    sleep 0.1
-done
-[[ -n $PORT ]] || fail "the gateway did not say where it listens within 10 s"
-echo "gateway pid $GW_PID, framed TCP on 127.0.0.1:$PORT"
+start_gateway 0
 
 step "4. firmware build (token and port baked in)"
 # With socat the firmware can see closes and reconnect: three rounds (link loss, then a gateway
@@ -202,16 +214,13 @@ if [[ $SCENARIO == 1 ]]; then
     wait_for "kefu-board: holding the connection" 2 40 ||
         fail "the firmware did not reconnect and log in after the link came back (round 2)"
     echo "run-demo: stopping the gateway (SIGTERM)"
-    kill "$GW_PID"
-    wait "$GW_PID" 2>/dev/null || true
+    stop_gateway
     wait_for "kefu-board: gateway closed the connection" 1 20 ||
         fail "the firmware did not see the gateway close its connection"
     wait_for "kefu-board: round 3: .*retrying" 1 20 ||
         fail "the firmware did not retry while the gateway was away"
     echo "run-demo: starting the gateway again on 127.0.0.1:$PORT"
-    "$KEFU" gateway --data "$WORK/data" --http 127.0.0.1:0 --tcp "127.0.0.1:$PORT" \
-        >"$WORK/gateway2.out" 2>>"$WORK/gateway.log" &
-    GW_PID=$!
+    start_gateway "$PORT"
 fi
 set +e
 wait "$QEMU_PID"
