@@ -1,4 +1,5 @@
-//! Build script: puts `memory.x` on the linker path and bakes the gateway settings in.
+//! Build script: puts `memory.x` on the linker path (and defmt's `defmt.x` on the link line with
+//! the `defmt` feature) and bakes the gateway settings in.
 //!
 //! Settings come from the environment at build time (cargo rebuilds when they change):
 //! - `KEFU_TOKEN`: the device's login token as printed by `kefu device add` (base64url, no
@@ -23,6 +24,9 @@ fn main() {
     fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo:rustc-link-arg=-Tdefmt.x");
+    }
     for var in [
         "KEFU_TOKEN",
         "KEFU_GATEWAY_PORT",

@@ -25,6 +25,10 @@ use static_cell::StaticCell;
 
 use lan9118::Lan9118;
 
+// The defmt global logger (semihosting stdout) for the app's and kefu-core's defmt output.
+#[cfg(feature = "defmt")]
+use defmt_semihosting as _;
+
 /// Settings baked in at build time by `build.rs` (token, port, device id).
 mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
@@ -39,17 +43,26 @@ const RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// Sockets the stack can hold: DHCP plus the app's TCP connections.
 const SOCKETS: usize = 3;
 
-/// Prints one line on the host's stdout through semihosting, prefixed with the uptime in seconds.
+/// Prints one line on the host through semihosting, prefixed with the uptime in seconds: on
+/// stdout, or on stderr with the `defmt` feature (stdout then carries defmt frames).
 #[macro_export]
 macro_rules! log {
     ($fmt:literal $(, $arg:expr)* $(,)?) => {{
         let ms = embassy_time::Instant::now().as_millis();
+        #[cfg(not(feature = "defmt"))]
         cortex_m_semihosting::hprintln!(
             concat!("[{:>4}.{:03}] ", $fmt),
             ms / 1000,
             ms % 1000
             $(, $arg)*
-        )
+        );
+        #[cfg(feature = "defmt")]
+        cortex_m_semihosting::heprintln!(
+            concat!("[{:>4}.{:03}] ", $fmt),
+            ms / 1000,
+            ms % 1000
+            $(, $arg)*
+        );
     }};
 }
 
@@ -124,6 +137,8 @@ async fn uart_task(mut uart: uart::Uart) -> ! {
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     log!("kefu-board: mps2-an386 up");
+    #[cfg(feature = "defmt")]
+    defmt::println!("kefu-board: defmt logging on semihosting stdout");
     let cp = cortex_m::Peripherals::take().expect("core peripherals taken once");
     time_driver::init(cp.SYST);
 
