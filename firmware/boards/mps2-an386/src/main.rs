@@ -169,9 +169,10 @@ async fn main(spawner: Spawner) {
     unsafe { NVIC::unmask(lan9118::Irq) };
 
     // No entropy source on this board: the seed comes from the MAC (unique per device) and
-    // the boot time; it only feeds TCP sequence numbers and DHCP transaction ids.
-    let seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0x6b, 0x66])
-        ^ embassy_time::Instant::now().as_ticks();
+    // the cycle counter at this point of the boot; it feeds TCP sequence numbers and DHCP
+    // transaction ids.
+    let mac_bits = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0x6b, 0x66]);
+    let seed = mac_bits ^ time_driver::cycles();
     static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
     let (stack, runner) = embassy_net::new(
         eth,
@@ -214,7 +215,9 @@ async fn main(spawner: Spawner) {
     //     spawner.spawn(app_task(stack, ...).expect("app task spawned once"));
     // where `app_task` is an `#[embassy_executor::task]` that calls `kefu_firmware::run(stack,
     // (GATEWAY_ADDR, config::GATEWAY_PORT), config::TOKEN, display, input, storage)`.
-    // Everything above (time driver, Ethernet, DHCP, `stack`) is what the app needs. An app that
+    // Everything above (time driver, Ethernet, DHCP, `stack`) is what the app needs. Its seed
+    // (message ids, reconnect jitter): `mac_bits ^ time_driver::cycles()` taken here, after
+    // DHCP, whose network timing makes the cycle count differ from boot to boot. An app that
     // waits for the link and the lease itself (it must, to survive link loss) can instead be
     // spawned right after `link_task`, and the DHCP wait above kept only for the log line.
     // `uart_task` is where the app's input source (the agent's typed replies) plugs in.

@@ -59,9 +59,15 @@ pub fn init(mut syst: SYST) {
     // `syst` is consumed: nothing else can reconfigure SysTick, which keeps running.
 }
 
+/// Core clock cycles since boot (the extended FPGA counter): a fine-grained, free-running value,
+/// also the board's only source of jitter for seeding random number generators.
+pub fn cycles() -> u64 {
+    critical_section::with(|cs| DRIVER.cycles(cs))
+}
+
 impl SysTickDriver {
-    /// Ticks since boot, from the FPGA counter; extends it past its 32-bit wrap.
-    fn ticks(&self, cs: critical_section::CriticalSection<'_>) -> u64 {
+    /// Cycles since boot, from the FPGA counter; extends it past its 32-bit wrap.
+    fn cycles(&self, cs: critical_section::CriticalSection<'_>) -> u64 {
         // SAFETY: FPGAIO COUNTER is a read-only 32-bit register of the MPS2 board; reading it
         // has no side effect.
         let raw = unsafe { core::ptr::read_volatile(FPGA_COUNTER as *const u32) };
@@ -71,7 +77,12 @@ impl SysTickDriver {
             wrapped += 1 << 32;
         }
         clock.set((raw, wrapped));
-        (wrapped + u64::from(raw)) / CYCLES_PER_TICK
+        wrapped + u64::from(raw)
+    }
+
+    /// Ticks (milliseconds) since boot.
+    fn ticks(&self, cs: critical_section::CriticalSection<'_>) -> u64 {
+        self.cycles(cs) / CYCLES_PER_TICK
     }
 
     /// A SysTick interrupt: run the queue if a deadline is due.
