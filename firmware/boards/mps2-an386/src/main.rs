@@ -1,12 +1,14 @@
 //! kefu counter-terminal firmware for QEMU's `mps2-an386` board (Cortex-M4, LAN9118 Ethernet).
 //!
 //! What the board adds to the target-agnostic app: a SysTick time driver
-//! ([`time_driver`]), an `embassy-net-driver` for the LAN9118 ([`lan9118`]), DHCP, semihosting
-//! output and exit codes, and `main`. Until the `kefu-firmware` app lands, `main` runs the
-//! board's own probe ([`hello`]): TCP to the gateway, `hi`, `login`.
+//! ([`time_driver`]), an `embassy-net-driver` for the LAN9118 ([`lan9118`]), DHCP, a link
+//! watcher, the serial port as a line source ([`uart`]), semihosting output and exit codes, and
+//! `main`. Until the `kefu-firmware` app lands, `main` runs the board's own probe ([`hello`]):
+//! TCP to the gateway, `hi`, `login`, in as many rounds as configured; and, when configured,
+//! a bulk self-test ([`bulk`]) first. The app's spawn point is marked in `main`.
 //!
-//! Output lines start with `kefu-board:`; the exit code (via semihosting) is 0 when the probe
-//! succeeded, 1 otherwise. `run-demo.sh` checks both.
+//! Output lines are `[uptime] kefu-board: ...`; the exit code (via semihosting) is 0 when the
+//! probe succeeded, 1 otherwise. `run-demo.sh` checks both.
 #![no_std]
 #![no_main]
 
