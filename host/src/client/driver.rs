@@ -25,6 +25,9 @@ use super::shared::{FRAME_BYTES, Inner, Shared, SharedRef};
 use super::transport::Conn;
 use super::types::{ClientEvent, MessageSnapshot, TopicEvent};
 
+/// Bytes offered to the engine per lock hold.
+const FEED_CHUNK: usize = 4096;
+
 /// A topic event on its way into one subscription's channel.
 type Delivery = (mpsc::Sender<TopicEvent>, TopicEvent);
 
@@ -153,12 +156,16 @@ impl Driver {
             return true;
         };
         let mut frames = Vec::new();
-        {
+        // One frame per lock hold, so a publishing handle never waits behind a long batch.
+        loop {
             let now = self.shared.now();
-            let mut g = self.shared.lock();
-            while let Some(n) = g.engine.poll_transmit(now, &mut self.frame) {
-                frames.push(self.frame.get(..n).unwrap_or_default().to_vec());
-            }
+            let n = self
+                .shared
+                .lock()
+                .engine
+                .poll_transmit(now, &mut self.frame);
+            let Some(n) = n else { break };
+            frames.push(self.frame.get(..n).unwrap_or_default().to_vec());
         }
         if frames.is_empty() {
             return true;
@@ -192,11 +199,13 @@ impl Driver {
         }
     }
 
-    /// Offers the bytes read to the engine; how many it took.
+    /// Offers the bytes read to the engine, at most [`FEED_CHUNK`] per lock hold (the main loop
+    /// drains events in between); how many it took.
     fn feed(&mut self) -> usize {
         let now = self.shared.now();
+        let end = self.pending.end.min(self.pending.start + FEED_CHUNK);
+        let bytes = self.input.get(self.pending.start..end).unwrap_or_default();
         let mut g = self.shared.lock();
-        let bytes = self.input.get(self.pending.clone()).unwrap_or_default();
         let taken = g.engine.handle_bytes(now, bytes).min(bytes.len());
         self.pending.start += taken;
         taken
