@@ -1,0 +1,150 @@
+//! Client SDK latency against a gateway on 127.0.0.1:
+//! - `publish` call → local message returned (criterion, plus p50 / p99 / p99.9 over 100 000
+//!   calls measured one by one with `iter_custom`, printed);
+//! - end to end: agent `publish` → the message in the customer's subscription (p50 / p99 over
+//!   2 000 messages sent one at a time, printed).
+//!
+//! `cargo bench -p kefu-host --bench client`
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::StreamExt;
+use kefu_host::client::{Client, ClientConfig, MessageState, MsgId, Subscription, TopicEvent};
+use support::{Raw, test_config};
+
+const PW: &str = "bench-pass";
+/// Publishes between two waits for the acks (keeps the outbox and the pool from filling).
+const BATCH: usize = 128;
+
+/// Waits until the own message `last` is stored, draining the subscription.
+async fn settle(sub: &mut Subscription, last: MsgId) {
+    while let Some(ev) = sub.next().await {
+        if let TopicEvent::Changed {
+            id,
+            state: MessageState::Sent,
+            ..
+        } = ev
+            && id == last
+        {
+            return;
+        }
+    }
+}
+
+/// Publishes `n` messages, timing each `publish` call; the durations.
+async fn timed_publishes(
+    client: &Client,
+    sub: &mut Subscription,
+    topic: &str,
+    n: usize,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    let payload = [b'x'; 100];
+    let mut done = 0;
+    while done < n {
+        let mut last = None;
+        for _ in 0..BATCH.min(n - done) {
+            let t0 = Instant::now();
+            let local = client.publish(topic, payload).expect("publish");
+            times.push(t0.elapsed());
+            last = Some(local.id);
+            done += 1;
+        }
+        if let Some(last) = last {
+            settle(sub, last).await;
+        }
+    }
+    times
+}
+
+fn pct(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+fn report(what: &str, mut times: Vec<Duration>) {
+    times.sort_unstable();
+    println!(
+        "{what}: n={} p50={:?} p99={:?} p99.9={:?} max={:?}",
+        times.len(),
+        pct(&times, 0.5),
+        pct(&times, 0.99),
+        pct(&times, 0.999),
+        times[times.len() - 1]
+    );
+}
+
+fn bench_client(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_gw, agent, customer, mut a, mut cs, topic, back) = rt.block_on(async {
+        let mut cfg = test_config(dir.path());
+        cfg.rate_per_sec = 0;
+        let gw = kefu_host::gateway::start(cfg).await.expect("gateway");
+        let mut ids = Vec::new();
+        for login in ["agent", "customer"] {
+            let mut raw = Raw::connect(gw.tcp_addr).await;
+            raw.hi().await;
+            ids.push(raw.acc(login, PW).await);
+        }
+        let url = format!("tcp://{}", gw.tcp_addr);
+        let agent = Client::connect(ClientConfig::password(&url, "agent", PW))
+            .await
+            .expect("agent logs in");
+        let customer = Client::connect(ClientConfig::password(&url, "customer", PW))
+            .await
+            .expect("customer logs in");
+        let (agent_id, customer_id) = (ids[0].clone(), ids[1].clone());
+        let a = agent.subscribe(&customer_id).expect("subscribe");
+        let mut cs = customer.subscribe(&agent_id).expect("subscribe");
+        while !matches!(cs.next().await, Some(TopicEvent::Subscribed { .. })) {}
+        (gw, agent, customer, a, cs, customer_id, agent_id)
+    });
+    let _ = (&customer, &back);
+
+    // p99 of the publish call itself, one call at a time.
+    let times = rt.block_on(timed_publishes(&agent, &mut a, &topic, 100_000));
+    report("publish call -> local message", times);
+    // The customer's subscription saw all of those: drain it.
+    rt.block_on(async { while cs.try_recv().is_some() {} });
+
+    // End to end: agent publish -> Added in the customer's subscription, one at a time.
+    let e2e = rt.block_on(async {
+        let mut times = Vec::with_capacity(2000);
+        // Skip what is still on its way from the first part.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while cs.try_recv().is_some() {}
+        for i in 0..2000u32 {
+            let t0 = Instant::now();
+            let local = agent.publish(&topic, i.to_le_bytes()).expect("publish");
+            loop {
+                match cs.next().await {
+                    Some(TopicEvent::Added { message, .. }) if message.id == local.id => break,
+                    Some(_) => {}
+                    None => panic!("subscription ended"),
+                }
+            }
+            times.push(t0.elapsed());
+            while a.try_recv().is_some() {}
+        }
+        times
+    });
+    report("end to end agent publish -> customer event", e2e);
+
+    let mut group = c.benchmark_group("client");
+    group.bench_function("publish_call", |b| {
+        b.iter_custom(|iters| {
+            let times = rt.block_on(timed_publishes(&agent, &mut a, &topic, iters as usize));
+            rt.block_on(async { while cs.try_recv().is_some() {} });
+            times.iter().sum()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_client);
+criterion_main!(benches);
