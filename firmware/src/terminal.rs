@@ -284,7 +284,10 @@ async fn session<D: Display, I: Input, S: Storage>(
                 continue;
             }
             let bytes = frame.get(..n).unwrap_or_default();
-            if !matches!(with_timeout(WRITE_TIMEOUT, socket.write_all(bytes)).await, Ok(Ok(()))) {
+            if !matches!(
+                with_timeout(WRITE_TIMEOUT, socket.write_all(bytes)).await,
+                Ok(Ok(()))
+            ) {
                 connected = false;
                 drop_connection(&mut socket).await;
                 engine.handle_disconnected(now());
@@ -314,7 +317,6 @@ async fn session<D: Display, I: Input, S: Storage>(
         match select3(read, Timer::at(at), input.next()).await {
             Either3::First(Ok(n)) if n > 0 => {
                 let t = now();
-                app.display.log(format_args!("DBG read {} {:?}", n, engine.stats()));
                 let mut bytes = chunk.get(..n).unwrap_or_default();
                 // handle_bytes stops when its event queue is full: drain and offer the rest.
                 while !bytes.is_empty() {
@@ -371,10 +373,7 @@ impl<D: Display, S: Storage> App<'_, D, S> {
 
     fn on_event(&mut self, engine: &mut KioskEngine, ev: Event) {
         let name = |engine: &KioskEngine, t: TopicKey| {
-            engine
-                .topic(t)
-                .map(|t| t.name.clone())
-                .unwrap_or_default()
+            engine.topic(t).map(|t| t.name.clone()).unwrap_or_default()
         };
         match ev {
             Event::State(SessionState::Connecting) => self.display.status(&Status::Connecting),
@@ -414,13 +413,7 @@ impl<D: Display, S: Storage> App<'_, D, S> {
                 });
                 if let (Some(seq), false) = (seq, history) {
                     let read = engine.topic(topic).map_or(0, |t| t.read).max(seq);
-                    self.storage.save_marks(
-                        &tname,
-                        Marks {
-                            shown: seq,
-                            read,
-                        },
-                    );
+                    self.storage.save_marks(&tname, Marks { shown: seq, read });
                     if let Some(s) = self.shown.get_mut(usize::from(topic)) {
                         *s = (*s).max(seq);
                     }
@@ -452,7 +445,8 @@ impl<D: Display, S: Storage> App<'_, D, S> {
                         }
                     }
                     (MessageState::Failed(reason), _) => {
-                        self.display.status(&Status::SendFailed { topic: &tname, id });
+                        self.display
+                            .status(&Status::SendFailed { topic: &tname, id });
                         // Timed out: sent again (same id, so never doubled) after the next
                         // login. Refused by the gateway: shown as failed, not retried.
                         if reason == FailReason::TimedOut && !self.failed.contains(&id) {
