@@ -8,6 +8,7 @@
 //! single-threaded); embassy-time uses its std driver with the generic timer queue.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -20,7 +21,9 @@ use kefu_core::id::MsgId;
 use kefu_core::proto::{
     self, Acc, AuthScheme, ClientPacket, Get, GetWhat, Head, Hi, Login, Pub, ServerPacket, Sub,
 };
-use kefu_firmware::{Config, Display, Input, NoStorage, Reply, Resources, Shown, Status};
+use kefu_firmware::{
+    Config, Display, Input, Marks, NoStorage, Reply, Resources, Shown, Status, Storage,
+};
 use kefu_host::gateway::{GatewayConfig, Running, server};
 use kefu_host::store::{NewUser, Role, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -460,70 +463,129 @@ async fn start_gw(dir: &std::path::Path, port: &Cell<u16>) -> Running {
     running
 }
 
-// ----- the test ---------------------------------------------------------------------------------
+// ----- the rig: gateway, customer, cable, relay, terminal ---------------------------------------
 
-#[tokio::test(flavor = "current_thread")]
-async fn shows_acks_replies_and_resumes_across_a_gateway_restart_and_a_link_outage() {
-    let local = tokio::task::LocalSet::new();
-    local.run_until(scenario()).await;
+/// A [`Storage`] in memory that survives the terminal's "power cycle" (its task being dropped).
+#[derive(Clone, Default)]
+struct MemStorage(Rc<RefCell<HashMap<String, Marks>>>);
+
+impl Storage for MemStorage {
+    fn load_token(&mut self, _buf: &mut [u8]) -> Option<usize> {
+        None
+    }
+    fn load_marks(&mut self, topic: &str) -> Option<Marks> {
+        self.0.borrow().get(topic).copied()
+    }
+    fn save_marks(&mut self, topic: &str, marks: Marks) {
+        self.0.borrow_mut().insert(topic.to_owned(), marks);
+    }
 }
 
-async fn scenario() {
-    if let Ok(f) = std::env::var("KEFU_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
-            .with_writer(std::io::stderr)
-            .try_init();
+struct Rig {
+    dir: tempfile::TempDir,
+    gw_port: Rc<Cell<u16>>,
+    gw: Option<Running>,
+    alice: Client,
+    desk: String,
+    dev: Stack<'static>,
+    dev_link: ch::StateRunner<'static>,
+    token: &'static [u8],
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        if let Ok(f) = std::env::var("KEFU_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = add_device(dir.path(), "counter7").await;
+        let gw_port = Rc::new(Cell::new(0));
+        let gw = Some(start_gw(dir.path(), &gw_port).await);
+
+        // A customer-side agent makes the desk's group topic.
+        let mut alice = Client::connect(SocketAddr::from(([127, 0, 0, 1], gw_port.get()))).await;
+        alice.acc("alice").await;
+        let desk = alice.sub("new").await;
+        assert!(desk.starts_with("grp"), "a group: {desk}");
+
+        // The cable and the two stacks.
+        let (dev, mut dev_net, dev_ch) = stack(2, Ipv4Address::new(10, 0, 0, 2));
+        let (peer, mut peer_net, peer_ch) = stack(1, Ipv4Address::new(10, 0, 0, 1));
+        let (dev_link, dev_rx, dev_tx) = dev_ch.split();
+        let (peer_link, peer_rx, peer_tx) = peer_ch.split();
+        dev_link.set_link_state(embassy_net_driver::LinkState::Up);
+        peer_link.set_link_state(embassy_net_driver::LinkState::Up);
+        tokio::task::spawn_local(async move { dev_net.run().await });
+        tokio::task::spawn_local(async move { peer_net.run().await });
+        tokio::task::spawn_local(cable(dev_tx, peer_rx));
+        tokio::task::spawn_local(cable(peer_tx, dev_rx));
+        tokio::task::spawn_local(relay(peer, gw_port.clone()));
+        Rig {
+            dir,
+            gw_port,
+            gw,
+            alice,
+            desk,
+            dev,
+            dev_link,
+            token: Box::leak(token.into_boxed_slice()),
+        }
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = add_device(dir.path(), "counter7").await;
-    let gw_port = Rc::new(Cell::new(0));
-    let mut gw = Some(start_gw(dir.path(), &gw_port).await);
-    let gw_addr = || SocketAddr::from(([127, 0, 0, 1], gw_port.get()));
 
-    // A customer-side agent makes the desk's group topic.
-    let mut alice = Client::connect(gw_addr()).await;
-    alice.acc("alice").await;
-    let desk = alice.sub("new").await;
-    assert!(desk.starts_with("grp"), "a group: {desk}");
+    fn gw_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.gw_port.get()))
+    }
 
-    // The cable and the two stacks.
-    let (dev, mut dev_net, dev_ch) = stack(2, Ipv4Address::new(10, 0, 0, 2));
-    let (peer, mut peer_net, peer_ch) = stack(1, Ipv4Address::new(10, 0, 0, 1));
-    let (dev_state, dev_rx, dev_tx) = dev_ch.split();
-    let (peer_state, peer_rx, peer_tx) = peer_ch.split();
-    dev_state.set_link_state(embassy_net_driver::LinkState::Up);
-    peer_state.set_link_state(embassy_net_driver::LinkState::Up);
-    tokio::task::spawn_local(async move { dev_net.run().await });
-    tokio::task::spawn_local(async move { peer_net.run().await });
-    tokio::task::spawn_local(cable(dev_tx, peer_rx));
-    tokio::task::spawn_local(cable(peer_tx, dev_rx));
-    tokio::task::spawn_local(relay(peer, gw_port.clone()));
-
-    // The terminal.
-    let display = Recorder::default();
-    let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
-    let topics: &'static [&'static str] =
-        Box::leak(vec![&*Box::leak(desk.clone().into_boxed_str())].into_boxed_slice());
-    let token: &'static [u8] = Box::leak(token.into_boxed_slice());
-    let mut cfg = Config::new(
-        embassy_net::IpEndpoint::new(Ipv4Address::new(10, 0, 0, 1).into(), RELAY_PORT),
-        "counter7",
-        topics,
-    );
-    cfg.token = Some(token);
-    cfg.seed = 42;
-    {
+    /// Boots a terminal on the device stack; its keypad and its task (abort = power off).
+    fn boot<S: Storage + 'static>(
+        &self,
+        display: &Recorder,
+        mut storage: S,
+        seed: u64,
+    ) -> (
+        tokio::sync::mpsc::UnboundedSender<(String, String)>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (keys, rx) = tokio::sync::mpsc::unbounded_channel();
+        let topics: &'static [&'static str] =
+            Box::leak(vec![&*Box::leak(self.desk.clone().into_boxed_str())].into_boxed_slice());
+        let mut cfg = Config::new(
+            embassy_net::IpEndpoint::new(Ipv4Address::new(10, 0, 0, 1).into(), RELAY_PORT),
+            "counter7",
+            topics,
+        );
+        cfg.token = Some(self.token);
+        cfg.seed = seed;
         let mut display = display.clone();
-        tokio::task::spawn_local(async move {
+        let dev = self.dev;
+        let task = tokio::task::spawn_local(async move {
             let res = Box::leak(Box::new(Resources::new()));
             let mut input = Keypad {
                 rx,
                 current: Default::default(),
             };
-            kefu_firmware::run(dev, &cfg, res, &mut display, &mut input, &mut NoStorage).await
+            kefu_firmware::run(dev, &cfg, res, &mut display, &mut input, &mut storage).await
         });
+        (keys, task)
     }
+}
+
+// ----- the tests --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "current_thread")]
+async fn shows_acks_replies_and_resumes_across_a_gateway_restart_and_a_link_outage() {
+    let local = tokio::task::LocalSet::new();
+    local.run_until(conversation()).await;
+}
+
+async fn conversation() {
+    let mut rig = Rig::new().await;
+    let desk = rig.desk.clone();
+    let display = Recorder::default();
+    let (keys, _task) = rig.boot(&display, NoStorage, 42);
     until("the terminal subscribes the desk", || {
         display.has_status("Subscribed") >= 1
     })
@@ -531,45 +593,47 @@ async fn scenario() {
     assert!(display.has_status("Online") >= 1);
 
     // A message is shown (and so acknowledged), and the agent's reply arrives.
-    alice.publish(&desk, "hello 1").await;
+    rig.alice.publish(&desk, "hello 1").await;
     until("hello 1 shown", || display.received().len() == 1).await;
     assert_eq!(display.received(), vec![(1, "hello 1".to_owned())]);
     keys.send((desk.clone(), "reply 1".to_owned())).unwrap();
-    let seq = alice.data_with(&desk, "reply 1").await;
+    let seq = rig.alice.data_with(&desk, "reply 1").await;
     assert_eq!(seq, 2);
     until("reply 1 stored", || display.has_status("Sent") == 1).await;
 
     // The link goes down: the terminal drops its connection and waits; a message sent
     // meanwhile is shown once the link is back.
-    dev_state.set_link_state(embassy_net_driver::LinkState::Down);
+    rig.dev_link
+        .set_link_state(embassy_net_driver::LinkState::Down);
     until("link down seen", || display.has_status("LinkDown") >= 1).await;
-    alice.publish(&desk, "hello 3").await;
+    rig.alice.publish(&desk, "hello 3").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         display.received().len(),
         1,
         "nothing arrives while the link is down"
     );
-    dev_state.set_link_state(embassy_net_driver::LinkState::Up);
+    rig.dev_link
+        .set_link_state(embassy_net_driver::LinkState::Up);
     until("hello 3 shown", || display.received().len() == 2).await;
 
     // The gateway goes away mid-conversation; the agent replies meanwhile.
-    gw.take().unwrap().shutdown().await;
+    rig.gw.take().unwrap().shutdown().await;
     until("the terminal notices", || {
         display.has_status("Offline") >= 1
     })
     .await;
     keys.send((desk.clone(), "reply 2".to_owned())).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    gw = Some(start_gw(dir.path(), &gw_port).await);
+    rig.gw = Some(start_gw(rig.dir.path(), &rig.gw_port).await);
 
     // The terminal reconnects by itself, resumes, and its queued reply goes out once.
     until("online again", || display.has_status("Online") >= 2).await;
     until("reply 2 stored", || display.has_status("Sent") == 2).await;
-    let mut alice = Client::connect(gw_addr()).await;
-    alice.login("alice").await;
-    alice.sub(&desk).await;
-    alice.publish(&desk, "hello 2").await;
+    rig.alice = Client::connect(rig.gw_addr()).await;
+    rig.alice.login("alice").await;
+    rig.alice.sub(&desk).await;
+    rig.alice.publish(&desk, "hello 2").await;
     until("hello 2 shown", || display.received().len() == 3).await;
 
     // Nothing lost, nothing doubled, in order, on both sides.
@@ -583,8 +647,48 @@ async fn scenario() {
         ]
     );
     assert_eq!(
-        alice.history(&desk).await,
+        rig.alice.history(&desk).await,
         vec!["hello 1", "reply 1", "hello 3", "reply 2", "hello 2"]
     );
-    drop(gw);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_power_cycled_terminal_resumes_from_its_stored_marks() {
+    let local = tokio::task::LocalSet::new();
+    local.run_until(power_cycle()).await;
+}
+
+async fn power_cycle() {
+    let mut rig = Rig::new().await;
+    let desk = rig.desk.clone();
+    let storage = MemStorage::default();
+
+    let first = Recorder::default();
+    let (_keys, task) = rig.boot(&first, storage.clone(), 7);
+    until("subscribed", || first.has_status("Subscribed") >= 1).await;
+    rig.alice.publish(&desk, "m1").await;
+    rig.alice.publish(&desk, "m2").await;
+    until("m1 and m2 shown", || first.received().len() == 2).await;
+    assert_eq!(
+        storage.0.borrow().get(&desk).copied(),
+        Some(Marks { shown: 2, read: 2 }),
+        "the marks are stored as messages are shown"
+    );
+
+    // Power off; a message arrives meanwhile; power on with the same storage.
+    task.abort();
+    let _ = task.await;
+    rig.alice.publish(&desk, "m3").await;
+    let second = Recorder::default();
+    let (_keys, _task) = rig.boot(&second, storage.clone(), 8);
+    until("m3 shown after the power cycle", || {
+        second.received().len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        second.received(),
+        vec![(3, "m3".to_owned())],
+        "resumed after the stored mark: nothing shown twice, nothing lost"
+    );
 }
