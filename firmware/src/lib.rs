@@ -1,0 +1,31 @@
+//! kefu-firmware: the kiosk agent app of a kefu counter terminal.
+//!
+//! The app drives the sans-IO [`kefu_core::engine::Engine`] over one embassy-net TCP
+//! connection to the gateway's framed binary protocol: `hi`, `login` with the device token,
+//! `sub` to the desk's topics, shows and acknowledges pushed messages, publishes the agent's
+//! replies (the core retries them), keeps the connection alive and reconnects with the core's
+//! backoff when the link or the gateway goes away, resuming every topic from its mark.
+//!
+//! It is target-agnostic: generic over [`embassy_net::Stack`] and `embedded-io-async`, with no
+//! executor, time driver or tick rate of its own (those belong to the board crate), `no_std`,
+//! no heap; every buffer is sized at compile time (see [`capacity`]).
+//!
+//! What differs per terminal is behind three traits in [`ui`]: [`Display`] (messages, status
+//! lines and, without the `defmt` feature, plain-text log lines), [`Input`] (the agent's replies)
+//! and [`Storage`] (device token and per-topic marks; [`NoStorage`] keeps nothing).
+//!
+//! A board's `main` puts a [`Resources`] in a `StaticCell` and spawns a task that awaits
+//! [`run`], which never returns.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
+#[macro_use]
+mod log;
+pub mod capacity;
+pub mod terminal;
+pub mod ui;
+
+pub use terminal::{Config, Resources, RunError, run};
+pub use ui::{Display, Input, Marks, NoStorage, Reply, Shown, Status, Storage};
