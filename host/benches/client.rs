@@ -1,6 +1,7 @@
 //! Client SDK latency against a gateway on 127.0.0.1:
 //! - `publish` call → local message returned (criterion, plus p50 / p99 / p99.9 over 100 000
 //!   calls measured one by one with `iter_custom`, printed);
+//! - the same call with the driver idle (offline, each message discarded after the call);
 //! - end to end: agent `publish` → the message in the customer's subscription (p50 / p99 over
 //!   2 000 messages sent one at a time, printed).
 //!
@@ -134,6 +135,23 @@ fn bench_client(c: &mut Criterion) {
         times
     });
     report("end to end agent publish -> customer event", e2e);
+
+    // The same call with the driver idle (no gateway reachable; each message is discarded
+    // after the timed call): the SDK's own cost without contention for the engine lock.
+    let offline = rt.block_on(async {
+        let mut cfg = ClientConfig::password("tcp://127.0.0.1:1", "nobody", PW);
+        cfg.subscribe_me = false;
+        let client = Client::start(cfg).await.expect("client starts");
+        let mut times = Vec::with_capacity(100_000);
+        for _ in 0..100_000 {
+            let t0 = Instant::now();
+            let local = client.publish("grpBench", [b'x'; 100]).expect("publish");
+            times.push(t0.elapsed());
+            client.discard(&local.id).expect("discard");
+        }
+        times
+    });
+    report("publish call, driver idle (offline)", offline);
 
     let mut group = c.benchmark_group("client");
     group.bench_function("publish_call", |b| {

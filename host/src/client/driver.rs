@@ -26,7 +26,7 @@ use super::transport::Conn;
 use super::types::{ClientEvent, MessageSnapshot, TopicEvent};
 
 /// Bytes offered to the engine per lock hold.
-const FEED_CHUNK: usize = 4096;
+const FEED_CHUNK: usize = 512;
 
 /// A topic event on its way into one subscription's channel.
 type Delivery = (mpsc::Sender<TopicEvent>, TopicEvent);
