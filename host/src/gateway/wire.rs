@@ -210,39 +210,34 @@ pub enum Req {
     },
 }
 
+/// Matches the request kinds that carry a request id, binding it to `$id` for `$then`.
+macro_rules! with_id {
+    ($req:expr, $id:ident => $then:expr) => {
+        match $req {
+            Req::Hi { id: $id, .. }
+            | Req::Acc { id: $id, .. }
+            | Req::Login { id: $id, .. }
+            | Req::Sub { id: $id, .. }
+            | Req::Leave { id: $id, .. }
+            | Req::Pub { id: $id, .. }
+            | Req::Get { id: $id, .. }
+            | Req::Set { id: $id, .. }
+            | Req::Del { id: $id, .. }
+            | Req::Action { id: $id, .. } => Some($then),
+            Req::Note { .. } | Req::Ack { .. } => None,
+        }
+    };
+}
+
 impl Req {
     /// The request id, for packets that have one.
     pub fn id(&self) -> Option<ReqId> {
-        match self {
-            Req::Hi { id, .. }
-            | Req::Acc { id, .. }
-            | Req::Login { id, .. }
-            | Req::Sub { id, .. }
-            | Req::Leave { id, .. }
-            | Req::Pub { id, .. }
-            | Req::Get { id, .. }
-            | Req::Set { id, .. }
-            | Req::Del { id, .. }
-            | Req::Action { id, .. } => Some(*id),
-            Req::Note { .. } | Req::Ack { .. } => None,
-        }
+        with_id!(self, id => *id)
     }
 
     /// The request id, to change, for packets that have one.
     pub fn id_mut(&mut self) -> Option<&mut ReqId> {
-        match self {
-            Req::Hi { id, .. }
-            | Req::Acc { id, .. }
-            | Req::Login { id, .. }
-            | Req::Sub { id, .. }
-            | Req::Leave { id, .. }
-            | Req::Pub { id, .. }
-            | Req::Get { id, .. }
-            | Req::Set { id, .. }
-            | Req::Del { id, .. }
-            | Req::Action { id, .. } => Some(id),
-            Req::Note { .. } | Req::Ack { .. } => None,
-        }
+        with_id!(self, id => id)
     }
 
     /// The topic the request names; empty for requests that name none.
