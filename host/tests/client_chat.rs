@@ -22,12 +22,7 @@ async fn account(gw: &Gw, login: &str) -> String {
 }
 
 fn config(gw: &Gw, login: &str, password: &str) -> ClientConfig {
-    let mut c = ClientConfig::password(format!("tcp://{}", gw.tcp), login, password);
-    c.backoff.base = kefu_core::time::Duration::from_millis(20);
-    c.backoff.cap = kefu_core::time::Duration::from_millis(200);
-    c.connect_timeout = Duration::from_secs(2);
-    c.request_timeout = WAIT;
-    c
+    support::client::config(format!("tcp://{}", gw.tcp), login, password, WAIT)
 }
 
 async fn client(gw: &Gw, login: &str) -> Client {
@@ -38,16 +33,7 @@ async fn client(gw: &Gw, login: &str) -> Client {
 
 /// The next event matching `pred`, skipping others.
 async fn next(sub: &mut Subscription, pred: impl Fn(&TopicEvent) -> bool) -> TopicEvent {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let ev = sub.next().await.expect("subscription open");
-            if pred(&ev) {
-                return ev;
-            }
-        }
-    })
-    .await
-    .expect("event in time")
+    support::client::next(sub, WAIT, pred).await
 }
 
 /// The next `n` live messages from others.

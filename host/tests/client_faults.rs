@@ -28,12 +28,7 @@ async fn account(gw: &Gw, login: &str) -> String {
 }
 
 fn config(url: String, login: &str) -> ClientConfig {
-    let mut c = ClientConfig::password(url, login, PW);
-    c.backoff.base = kefu_core::time::Duration::from_millis(20);
-    c.backoff.cap = kefu_core::time::Duration::from_millis(200);
-    c.connect_timeout = Duration::from_secs(2);
-    c.request_timeout = WAIT;
-    c
+    support::client::config(url, login, PW, WAIT)
 }
 
 async fn tcp_client(addr: SocketAddr, login: &str) -> Client {
@@ -43,16 +38,7 @@ async fn tcp_client(addr: SocketAddr, login: &str) -> Client {
 }
 
 async fn next(sub: &mut Subscription, pred: impl Fn(&TopicEvent) -> bool) -> TopicEvent {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let ev = sub.next().await.expect("subscription open");
-            if pred(&ev) {
-                return ev;
-            }
-        }
-    })
-    .await
-    .expect("event in time")
+    support::client::next(sub, WAIT, pred).await
 }
 
 async fn incoming(sub: &mut Subscription, n: usize) -> Vec<MessageSnapshot> {

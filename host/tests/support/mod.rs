@@ -2,6 +2,7 @@
 //! client over real TCP that speaks the core's frames directly.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod inspect;
 
 use std::collections::VecDeque;
