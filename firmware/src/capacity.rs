@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | [`POOL`] | 16 | messages the engine's pool holds (shown, pending and failed) |
 //! | [`CONTENT`] | 256 | content bytes per message; longer pushes cannot be taken |
-//! | [`TOPICS`] | 4 | topics of the desk the terminal follows |
+//! | [`TOPICS`] | 4 | topics the engine follows: `me` (consultation assignments) and [`TABLE`] more |
+//! | [`TABLE`] | 3 | desk topics plus consultations served at once (`TOPICS - 1`) |
 //! | [`OUTBOX`] | 4 | replies on their way (queued or waiting for the gateway's ack) |
 //! | [`FRAME`] | 600 | the largest frame read or written (body up to 589 bytes) |
 //! | [`SOCKET_RX`] / [`SOCKET_TX`] | 1024 | the TCP socket's receive and send buffers |
@@ -21,8 +22,10 @@ use kefu_core::engine::Engine;
 pub const POOL: usize = 16;
 /// Content bytes per message.
 pub const CONTENT: usize = 256;
-/// Topics the terminal follows.
+/// Topics the engine follows: `me` and up to [`TABLE`] desk topics and consultations.
 pub const TOPICS: usize = 4;
+/// Desk topics plus consultations the terminal serves at once (the engine's topics but `me`).
+pub const TABLE: usize = TOPICS - 1;
 /// Outgoing replies awaiting the gateway's acknowledgement.
 pub const OUTBOX: usize = 4;
 /// Frame buffer bytes: the largest frame read or written.

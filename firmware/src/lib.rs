@@ -10,12 +10,18 @@
 //! executor, time driver or tick rate of its own (those belong to the board crate), `no_std`,
 //! no heap; every buffer is sized at compile time (see [`capacity`]).
 //!
-//! What differs per terminal is behind three traits in [`ui`]: [`Display`] (messages, status
-//! lines and, without the `defmt` feature, plain-text log lines), [`Input`] (the agent's replies)
-//! and [`Storage`] (device token and per-topic marks; [`NoStorage`] keeps nothing).
+//! At a service desk the terminal is an agent's seat: it goes Online, serves the consultations
+//! the desk assigns to it (customers who `action open`), and tells the desk Busy when it has no
+//! room for another (see [`app`]). It may also follow desk topics (groups) given in [`Config`].
 //!
-//! A board's `main` puts a [`Resources`] in a `StaticCell` and spawns a task that awaits
-//! [`run`], which never returns.
+//! What differs per terminal is behind three traits in [`ui`]: [`Display`] (messages, status
+//! lines and, without the `defmt` feature, plain-text log lines), [`Input`] (what the agent
+//! enters: replies, closing a consultation, switching off) and [`Storage`] (device token and
+//! the followed topics with their marks, saved in batches — see [`marks`]; [`NoStorage`] keeps
+//! nothing).
+//!
+//! A board's `main` puts a [`Resources`] in a `StaticCell` and awaits [`run`], which returns
+//! only when the agent switches the terminal off.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,9 +29,12 @@
 
 #[macro_use]
 mod log;
+pub mod app;
 pub mod capacity;
+pub mod marks;
 pub mod terminal;
 pub mod ui;
 
+pub use marks::{MarkTable, Row, TableError};
 pub use terminal::{Config, Resources, RunError, run};
-pub use ui::{Display, Input, Marks, NoStorage, Reply, Shown, Status, Storage};
+pub use ui::{Display, Entry, Input, Marks, NoStorage, Shown, Status, Storage};

@@ -1,8 +1,9 @@
 //! The app's loop: one TCP connection, the engine, the board's display, input and storage.
 //!
 //! Each turn drains the engine in the documented order (commands, then frames to write, then
-//! events), then sleeps until the first of: bytes from the gateway, the engine's next timeout,
-//! a reply from the agent, or [`LINK_POLL`] (to notice the link going down or up).
+//! events, handled by [`crate::app`]), then sleeps until the first of: bytes from the gateway,
+//! the engine's next timeout, the marks' save deadline, an entry from the agent, or
+//! [`LINK_POLL`] (to notice the link going down or up).
 
 use core::fmt;
 use core::future::pending;
@@ -12,17 +13,13 @@ use embassy_net::tcp::{State as TcpState, TcpSocket};
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration as EDuration, Instant as EInstant, Timer, with_timeout};
 use embedded_io_async::{Read, Write};
-use heapless::Vec;
-use kefu_core::engine::{
-    Command, Credentials, EngineConfig, EngineError, Event, MAX_SECRET, SessionState, label,
-};
-use kefu_core::id::MsgId;
-use kefu_core::pool::{FailReason, MessageState, TopicKey};
-use kefu_core::proto::Head;
+use kefu_core::engine::{Command, Credentials, EngineConfig, EngineError, MAX_SECRET, label};
 use kefu_core::time::Instant;
 
-use crate::capacity::{FRAME, KioskEngine, OUTBOX, READ_CHUNK, SOCKET_RX, SOCKET_TX, TOPICS};
-use crate::ui::{Display, Input, Marks, Shown, Status, Storage};
+use crate::app::App;
+use crate::capacity::{FRAME, KioskEngine, READ_CHUNK, SOCKET_RX, SOCKET_TX};
+use crate::marks::MarkTable;
+use crate::ui::{Display, Entry, Input, Marks, Status, Storage};
 
 /// Longest sleep between two looks at the link state.
 pub const LINK_POLL: EDuration = EDuration::from_millis(250);
@@ -46,7 +43,8 @@ pub enum RunError {
     NoToken,
     /// The device token is longer than the engine keeps ([`MAX_SECRET`] bytes).
     TokenTooLong,
-    /// More topics are configured than [`TOPICS`].
+    /// More desk topics are configured than the table holds
+    /// ([`TABLE`](crate::capacity::TABLE), with the consultations kept from before).
     TooManyTopics,
     /// A configured topic name is not valid.
     BadTopic,
@@ -79,8 +77,18 @@ pub struct Config<'a> {
     pub platform: &'a str,
     /// The device token (decoded bytes), used when [`Storage::load_token`] has none.
     pub token: Option<&'a [u8]>,
-    /// The desk's topics to follow (at most [`TOPICS`]).
+    /// Desk topics to follow besides consultations (group topics of the desk's team; at most
+    /// [`TABLE`](crate::capacity::TABLE), and each one leaves a consultation slot fewer).
     pub topics: &'a [&'a str],
+    /// Serve customers: after every login set the agent's status (Online while there is room
+    /// for another consultation, Busy when full) and take the consultations the desk assigns
+    /// (see [`crate::app`]). On by default.
+    pub serve: bool,
+    /// Save the marks after this many messages went unsaved (default 16; see
+    /// [`crate::marks`]).
+    pub save_batch: u32,
+    /// ... or this long after the first unsaved one (default 30 s).
+    pub save_delay: EDuration,
     /// Entropy for message ids and reconnect jitter: give each terminal and each boot a
     /// different value (a hardware RNG, or a serial number mixed with a boot counter).
     pub seed: u64,
@@ -92,14 +100,17 @@ pub struct Config<'a> {
 }
 
 impl<'a> Config<'a> {
-    /// A configuration with the core's default tuning.
-    pub fn new(gateway: IpEndpoint, device: &'a str, topics: &'a [&'a str]) -> Self {
+    /// A configuration with the core's default tuning: serving customers, no desk topics.
+    pub fn new(gateway: IpEndpoint, device: &'a str) -> Self {
         Config {
             gateway,
             device,
             platform: "kefu-firmware",
             token: None,
-            topics,
+            topics: &[],
+            serve: true,
+            save_batch: 16,
+            save_delay: EDuration::from_secs(30),
             seed: 0x6b65_6675,
             wall_ms_at_zero: 0,
             tune: |_| {},
@@ -107,7 +118,7 @@ impl<'a> Config<'a> {
     }
 }
 
-/// Every buffer of the app, sized at compile time (about 18.7 KB on Cortex-M). Put it in a
+/// Every buffer of the app, sized at compile time (about 19 KB on Cortex-M). Put it in a
 /// `StaticCell` with `init_with(Resources::new)`, which builds it in place: `init(Resources::new())`
 /// may build it on the stack first.
 pub struct Resources {
@@ -116,6 +127,10 @@ pub struct Resources {
     tx: [u8; SOCKET_TX],
     frame: [u8; FRAME],
     chunk: [u8; READ_CHUNK],
+    /// The followed topics and their marks, kept across sessions (and loaded from storage
+    /// when the first one starts).
+    table: MarkTable,
+    loaded: bool,
 }
 
 impl Resources {
@@ -127,7 +142,14 @@ impl Resources {
             tx: [0; SOCKET_TX],
             frame: [0; FRAME],
             chunk: [0; READ_CHUNK],
+            table: MarkTable::new(),
+            loaded: false,
         }
+    }
+
+    /// The followed topics and their marks as the app has them now.
+    pub fn table(&self) -> &MarkTable {
+        &self.table
     }
 }
 
@@ -137,12 +159,23 @@ impl Default for Resources {
     }
 }
 
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     Instant::from_micros(EInstant::now().as_micros())
 }
 
-/// Runs the terminal for ever: sessions one after the other (a new one only after a session
-/// failed for good, [`RETRY_FAILED`] later), each reconnecting by itself.
+/// How a session ended.
+enum End {
+    /// For good: a fresh session starts after [`RETRY_FAILED`].
+    Failed(RunError),
+    /// A consultation needed an engine topic slot: a fresh engine starts at once.
+    Recycle,
+    /// The agent switched the terminal off ([`Entry::Shutdown`]).
+    Shutdown,
+}
+
+/// Runs the terminal until the agent switches it off ([`Entry::Shutdown`]): sessions one
+/// after the other (a new one after a session failed for good, [`RETRY_FAILED`] later), each
+/// reconnecting by itself.
 pub async fn run<D: Display, I: Input, S: Storage>(
     stack: Stack<'_>,
     cfg: &Config<'_>,
@@ -150,28 +183,24 @@ pub async fn run<D: Display, I: Input, S: Storage>(
     display: &mut D,
     input: &mut I,
     storage: &mut S,
-) -> ! {
+) {
     let mut attempt: u64 = 0;
     loop {
-        let err = session(stack, cfg, attempt, res, display, input, storage).await;
-        display.status(&Status::Failed(err));
-        log!(*display, "session failed: {}", err);
+        match session(stack, cfg, attempt, res, display, input, storage).await {
+            End::Failed(err) => {
+                display.status(&Status::Failed(err));
+                log!(*display, "session failed: {}", err);
+                Timer::after(RETRY_FAILED).await;
+            }
+            End::Recycle => log!(*display, "fresh engine for the followed topics"),
+            End::Shutdown => return,
+        }
         attempt = attempt.wrapping_add(1);
-        Timer::after(RETRY_FAILED).await;
     }
 }
 
-/// Per-session state of the app besides the engine.
-struct App<'c, D, S> {
-    display: &'c mut D,
-    storage: &'c mut S,
-    /// Replies the core gave up on, sent again after the next login.
-    failed: Vec<MsgId, OUTBOX>,
-    /// Highest seq shown per topic in the current batch of events (read marks to send).
-    shown: [u64; TOPICS],
-}
-
-/// One session: runs until the engine fails for good.
+/// One session: runs until the engine fails for good, needs renewing, or the terminal is
+/// switched off.
 async fn session<D: Display, I: Input, S: Storage>(
     stack: Stack<'_>,
     cfg: &Config<'_>,
@@ -180,27 +209,35 @@ async fn session<D: Display, I: Input, S: Storage>(
     display: &mut D,
     input: &mut I,
     storage: &mut S,
-) -> RunError {
+) -> End {
     let Resources {
         engine,
         rx,
         tx,
         frame,
         chunk,
+        table,
+        loaded,
     } = res;
     let mut token = [0u8; MAX_SECRET];
     let creds = match storage.load_token(&mut token) {
         Some(n) => token.get(..n).and_then(Credentials::token),
         None => match cfg.token {
             Some(t) => Credentials::token(t),
-            None => return RunError::NoToken,
+            None => return End::Failed(RunError::NoToken),
         },
     };
     let Some(creds) = creds else {
-        return RunError::TokenTooLong;
+        return End::Failed(RunError::TokenTooLong);
     };
-    if cfg.topics.len() > TOPICS {
-        return RunError::TooManyTopics;
+    if !*loaded {
+        storage.load_marks(table);
+        *loaded = true;
+    }
+    for name in cfg.topics {
+        if !table.contains(name) && table.set(name, Marks::default()).is_err() {
+            return End::Failed(RunError::TooManyTopics);
+        }
     }
     let mut ecfg = EngineConfig::new(cfg.device, creds);
     ecfg.platform = label(cfg.platform);
@@ -209,22 +246,21 @@ async fn session<D: Display, I: Input, S: Storage>(
     (cfg.tune)(&mut ecfg);
     let seed = cfg.seed ^ attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let engine = new_engine(engine, ecfg, seed);
-    for name in cfg.topics {
-        let added = match storage.load_marks(name) {
-            Some(m) => engine.resume_topic(name, m.shown, m.read),
-            None => engine.subscribe(name),
-        };
-        if added.is_err() {
-            return RunError::BadTopic;
+    if cfg.serve && engine.subscribe("me").is_err() {
+        return End::Failed(RunError::BadTopic);
+    }
+    for row in table.rows() {
+        let m = row.marks;
+        // The app marks read what it shows: nothing up to `shown` is unread.
+        if engine
+            .resume_topic(&row.topic, m.shown, m.read.max(m.shown))
+            .is_err()
+        {
+            return End::Failed(RunError::BadTopic);
         }
     }
 
-    let mut app = App {
-        display,
-        storage,
-        failed: Vec::new(),
-        shown: [0; TOPICS],
-    };
+    let mut app = App::new(display, storage, table, cfg);
     let mut socket = TcpSocket::new(stack, rx, tx);
     socket.set_timeout(Some(TCP_IDLE));
     let mut connected = false;
@@ -271,9 +307,7 @@ async fn session<D: Display, I: Input, S: Storage>(
                 Command::Close => {
                     if connected {
                         connected = false;
-                        socket.close();
-                        let _ = with_timeout(EDuration::from_secs(1), socket.flush()).await;
-                        drop_connection(&mut socket).await;
+                        close_connection(&mut socket).await;
                     }
                     engine.handle_disconnected(now());
                 }
@@ -281,34 +315,31 @@ async fn session<D: Display, I: Input, S: Storage>(
         }
 
         // 2. Frames to write.
-        while let Some(n) = engine.poll_transmit(now(), frame) {
-            if !connected {
-                continue;
-            }
-            let bytes = frame.get(..n).unwrap_or_default();
-            if !matches!(
-                with_timeout(WRITE_TIMEOUT, socket.write_all(bytes)).await,
-                Ok(Ok(()))
-            ) {
-                connected = false;
-                drop_connection(&mut socket).await;
-                engine.handle_disconnected(now());
-            }
-        }
+        transmit(engine, &mut socket, frame, &mut connected).await;
 
         // 3. Events.
         app.drain(engine);
         if let Some(e) = engine.error() {
             drop_connection(&mut socket).await;
-            return RunError::Session(e);
+            return End::Failed(RunError::Session(e));
+        }
+        if app.recycle && app.is_idle() {
+            app.flush();
+            if connected {
+                close_connection(&mut socket).await;
+            }
+            return End::Recycle;
         }
 
         // 4. Sleep until something happens.
         let cap = EInstant::now() + LINK_POLL;
-        let at = match engine.poll_timeout() {
+        let mut at = match engine.poll_timeout() {
             Some(t) => EInstant::from_micros(t.as_micros()).min(cap),
             None => cap,
         };
+        if let Some(save) = app.save_deadline() {
+            at = at.min(save);
+        }
         let read = async {
             if connected {
                 Read::read(&mut socket, chunk).await
@@ -336,15 +367,39 @@ async fn session<D: Display, I: Input, S: Storage>(
                 engine.handle_disconnected(now());
             }
             Either3::Second(()) => engine.handle_timeout(now()),
-            Either3::Third(reply) => {
-                let head = Head {
-                    mime: "",
-                    reply_to: None,
-                };
-                if let Err(e) = engine.publish(now(), reply.topic, head, reply.content) {
-                    app.display.status(&Status::Refused(e));
+            Either3::Third(Entry::Shutdown) => {
+                app.shutdown(engine);
+                transmit(engine, &mut socket, frame, &mut connected).await;
+                if connected {
+                    close_connection(&mut socket).await;
                 }
+                engine.close();
+                return End::Shutdown;
             }
+            Either3::Third(entry) => app.entry(engine, entry),
+        }
+    }
+}
+
+/// Writes every frame the engine has for the connection (dropped while there is none).
+async fn transmit(
+    engine: &mut KioskEngine,
+    socket: &mut TcpSocket<'_>,
+    frame: &mut [u8; FRAME],
+    connected: &mut bool,
+) {
+    while let Some(n) = engine.poll_transmit(now(), frame) {
+        if !*connected {
+            continue;
+        }
+        let bytes = frame.get(..n).unwrap_or_default();
+        if !matches!(
+            with_timeout(WRITE_TIMEOUT, socket.write_all(bytes)).await,
+            Ok(Ok(()))
+        ) {
+            *connected = false;
+            drop_connection(socket).await;
+            engine.handle_disconnected(now());
         }
     }
 }
@@ -357,124 +412,15 @@ fn new_engine(slot: &mut Option<KioskEngine>, cfg: EngineConfig, seed: u64) -> &
     slot.insert(KioskEngine::new(now(), cfg, seed))
 }
 
+/// Closes the connection in order (FIN after what was written), then drops it.
+async fn close_connection(socket: &mut TcpSocket<'_>) {
+    socket.close();
+    let _ = with_timeout(EDuration::from_secs(1), socket.flush()).await;
+    drop_connection(socket).await;
+}
+
 /// Aborts the connection (RST) and waits briefly for the stack to send it.
 async fn drop_connection(socket: &mut TcpSocket<'_>) {
     socket.abort();
     let _ = with_timeout(EDuration::from_millis(500), socket.flush()).await;
-}
-
-impl<D: Display, S: Storage> App<'_, D, S> {
-    /// Hands every queued event to the display; returns how many there were. Read marks go
-    /// out once per batch.
-    fn drain(&mut self, engine: &mut KioskEngine) -> usize {
-        let mut count = 0;
-        while let Some(ev) = engine.poll_event() {
-            count += 1;
-            self.on_event(engine, ev);
-        }
-        for (i, seq) in self.shown.iter_mut().enumerate() {
-            if *seq > 0 {
-                let _ = engine.mark_read(i as TopicKey, *seq);
-                *seq = 0;
-            }
-        }
-        count
-    }
-
-    fn on_event(&mut self, engine: &mut KioskEngine, ev: Event) {
-        let name = |engine: &KioskEngine, t: TopicKey| {
-            engine.topic(t).map(|t| t.name.clone()).unwrap_or_default()
-        };
-        match ev {
-            Event::State(SessionState::Connecting) => self.display.status(&Status::Connecting),
-            Event::State(SessionState::Offline) => self.display.status(&Status::Offline),
-            Event::State(_) => {}
-            Event::Connected => {
-                self.display.status(&Status::Online {
-                    user: engine.user(),
-                });
-                for id in core::mem::take(&mut self.failed) {
-                    let _ = engine.resend(now(), &id);
-                }
-            }
-            Event::Disconnected => log!(*self.display, "disconnected"),
-            Event::Subscribed { topic, latest } => {
-                let topic = name(engine, topic);
-                self.display.status(&Status::Subscribed {
-                    topic: &topic,
-                    latest,
-                });
-            }
-            Event::MessageAdded {
-                topic, id, history, ..
-            } => {
-                let tname = name(engine, topic);
-                let Some(m) = engine.message(&id) else {
-                    return;
-                };
-                let seq = m.seq();
-                self.display.message(&Shown {
-                    topic: &tname,
-                    seq,
-                    id,
-                    from: m.from,
-                    outgoing: m.outgoing,
-                    content: m.content,
-                });
-                if let (Some(seq), false) = (seq, history) {
-                    let read = engine.topic(topic).map_or(0, |t| t.read).max(seq);
-                    self.storage.save_marks(&tname, Marks { shown: seq, read });
-                    if let Some(s) = self.shown.get_mut(usize::from(topic)) {
-                        *s = (*s).max(seq);
-                    }
-                }
-            }
-            Event::MessageChanged {
-                topic,
-                id,
-                state,
-                seq,
-            } => {
-                let tname = name(engine, topic);
-                match (state, seq) {
-                    (MessageState::Sent, Some(seq)) => {
-                        self.display.status(&Status::Sent {
-                            topic: &tname,
-                            id,
-                            seq,
-                        });
-                        if let Some(m) = engine.message(&id) {
-                            self.display.message(&Shown {
-                                topic: &tname,
-                                seq: Some(seq),
-                                id,
-                                from: m.from,
-                                outgoing: true,
-                                content: m.content,
-                            });
-                        }
-                    }
-                    (MessageState::Failed(reason), _) => {
-                        self.display
-                            .status(&Status::SendFailed { topic: &tname, id });
-                        // Timed out: sent again (same id, so never doubled) after the next
-                        // login. Refused by the gateway: shown as failed, not retried.
-                        if reason == FailReason::TimedOut && !self.failed.contains(&id) {
-                            let _ = self.failed.push(id);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Event::Unread { topic, count } => {
-                let tname = name(engine, topic);
-                self.display.status(&Status::Unread {
-                    topic: &tname,
-                    count,
-                });
-            }
-            Event::Reply { req, code, .. } => log!(*self.display, "reply {}: {}", req, code.0),
-            Event::Receipt { .. } | Event::Presence { .. } | Event::Reconciled { .. } => {}
-        }
-    }
 }

@@ -18,7 +18,7 @@ use embassy_net::{IpEndpoint, Ipv4Address, StackResources};
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
 use embassy_time_driver::Driver;
 use embassy_time_queue_utils::Queue;
-use kefu_firmware::{Config, Display, Input, NoStorage, Reply, Resources, Shown, Status};
+use kefu_firmware::{Config, Display, Entry, Input, NoStorage, Resources, Shown, Status};
 use static_cell::StaticCell;
 
 // ----- time: SysTick at 1 kHz ---------------------------------------------------------------
@@ -117,11 +117,10 @@ struct Console;
 
 impl Display for Console {
     fn message(&mut self, m: &Shown<'_>) {
-        let text = core::str::from_utf8(m.content).unwrap_or("?");
-        let _ = writeln!(Uart, "[{} #{:?}] {}: {}", m.topic, m.seq, m.from, text);
+        let _ = writeln!(Uart, "{m}");
     }
     fn status(&mut self, s: &Status<'_>) {
-        let _ = writeln!(Uart, "status: {s:?}");
+        let _ = writeln!(Uart, "status: {s}");
     }
     fn log(&mut self, line: core::fmt::Arguments<'_>) {
         let _ = writeln!(Uart, "{line}");
@@ -131,7 +130,7 @@ impl Display for Console {
 struct NoKeys;
 
 impl Input for NoKeys {
-    async fn next(&mut self) -> Reply<'_> {
+    async fn next(&mut self) -> Entry<'_> {
         core::future::pending().await
     }
 }
@@ -194,8 +193,12 @@ async fn main(spawner: Spawner) {
     spawner.spawn(net_task(runner).unwrap());
 
     let gateway = IpEndpoint::new(Ipv4Address::new(10, 0, 2, 100).into(), 6061);
-    let mut app = Config::new(gateway, "probe", &["grpprobe"]);
+    let mut app = Config::new(gateway, "probe");
+    app.topics = &["grpprobe"];
     app.token = Some(b"not-a-real-token");
     let res = app_resources();
-    kefu_firmware::run(stack, &app, res, &mut Console, &mut NoKeys, &mut NoStorage).await
+    kefu_firmware::run(stack, &app, res, &mut Console, &mut NoKeys, &mut NoStorage).await;
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
