@@ -38,6 +38,16 @@ pub enum TableError {
     Malformed,
 }
 
+impl core::fmt::Display for TableError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            TableError::Full => "table full",
+            TableError::Truncated => "table bytes cut short",
+            TableError::Malformed => "not a table of this version",
+        })
+    }
+}
+
 /// The topics the terminal follows (desk topics and consultations), at most [`TABLE`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MarkTable {

@@ -4,14 +4,11 @@
 //! Settings come from the environment at build time (cargo rebuilds when they change):
 //! - `KEFU_TOKEN`: the device's login token as printed by `kefu device add` (base64url, no
 //!   padding). Decoded here; the firmware logs in with `AuthScheme::Token` and these bytes.
-//!   Empty or unset: the firmware stops after `hi` and says it has no token.
+//!   Empty or unset: the app has no token and says so (`failed: no device token`).
 //! - `KEFU_GATEWAY_PORT`: the TCP port of the gateway; the firmware connects to
 //!   10.0.2.100:PORT, which QEMU's `guestfwd` carries to 127.0.0.1:PORT. Default 7700.
 //! - `KEFU_DEVICE`: the device id sent in `hi`. Default `mps2-an386`.
-//! - `KEFU_PROBE_ROUNDS`: how many times the probe connects and logs in (default 1). Every
-//!   round but the last holds its connection until it ends (gateway shutdown, link loss); the
-//!   next round retries while the gateway or the link is away.
-//! - `KEFU_BULK_BYTES` / `KEFU_BULK_PORT`: a bulk self-test before the probe (default off / 9000):
+//! - `KEFU_BULK_BYTES` / `KEFU_BULK_PORT`: a bulk self-test before the app (default off / 9000):
 //!   receive that many bytes from 10.0.2.100:PORT and send as many to 10.0.2.100:PORT+1.
 
 use std::env;
@@ -31,7 +28,6 @@ fn main() {
         "KEFU_TOKEN",
         "KEFU_GATEWAY_PORT",
         "KEFU_DEVICE",
-        "KEFU_PROBE_ROUNDS",
         "KEFU_BULK_BYTES",
         "KEFU_BULK_PORT",
     ] {
@@ -47,13 +43,6 @@ fn main() {
         .map(|p| p.parse().expect("KEFU_GATEWAY_PORT must be a port number"))
         .unwrap_or(7700);
     let device = env::var("KEFU_DEVICE").unwrap_or_else(|_| "mps2-an386".into());
-
-    let rounds: u32 = env::var("KEFU_PROBE_ROUNDS")
-        .ok()
-        .filter(|r| !r.is_empty())
-        .map(|r| r.parse().expect("KEFU_PROBE_ROUNDS must be a number"))
-        .unwrap_or(1)
-        .max(1);
 
     let number = |var: &str, default: u64| -> u64 {
         env::var(var)
@@ -81,12 +70,6 @@ fn main() {
     )
     .unwrap();
     writeln!(src, "pub const BULK_PORT: u16 = {bulk_port};").unwrap();
-    writeln!(
-        src,
-        "/// Connect-and-login rounds of the probe (`KEFU_PROBE_ROUNDS`)."
-    )
-    .unwrap();
-    writeln!(src, "pub const PROBE_ROUNDS: u32 = {rounds};").unwrap();
     writeln!(
         src,
         "/// Login token (decoded `KEFU_TOKEN`); empty if none was given."

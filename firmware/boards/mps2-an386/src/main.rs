@@ -2,28 +2,32 @@
 //!
 //! What the board adds to the target-agnostic app: a SysTick time driver
 //! ([`time_driver`]), an `embassy-net-driver` for the LAN9118 ([`lan9118`]), DHCP, a link
-//! watcher, the serial port as a line source ([`uart`]), semihosting output and exit codes, and
-//! `main`. Until the `kefu-firmware` app lands, `main` runs the board's own probe ([`hello`]):
-//! TCP to the gateway, `hi`, `login`, in as many rounds as configured; and, when configured,
-//! a bulk self-test ([`bulk`]) first. The app's spawn point is marked in `main`.
+//! watcher, the serial port as the agent's keyboard ([`uart`], [`terminal::Keyboard`]), the
+//! semihosting console as the screen ([`terminal::Screen`]), marks kept across a reset
+//! ([`terminal::RetainedStorage`]), a peak-stack measurement ([`stack`]), semihosting exit codes,
+//! and `main`, which runs [`kefu_firmware::run`] — after a bulk self-test of the network path
+//! ([`bulk`]) when one is configured.
 //!
-//! Output lines are `[uptime] kefu-board: ...`; the exit code (via semihosting) is 0 when the
-//! probe succeeded, 1 otherwise. `run-demo.sh` checks both.
+//! Output lines are `[uptime] kefu-board: ...`. The app runs until the agent types `/halt`;
+//! the firmware then prints its peak stack and exits with code 0 (1 after a panic or a fault).
+//! `run-demo.sh` checks all of it.
 #![no_std]
 #![no_main]
 
 mod bulk;
-mod hello;
 mod lan9118;
+mod stack;
+mod terminal;
 mod time_driver;
 mod uart;
 
 use cortex_m::peripheral::NVIC;
 use cortex_m_semihosting::debug;
 use embassy_executor::Spawner;
-use embassy_net::{Ipv4Address, Stack, StackResources};
-use embassy_time::{Duration, Instant, Timer, with_timeout};
-use static_cell::StaticCell;
+use embassy_net::{IpEndpoint, Ipv4Address, Stack, StackResources};
+use embassy_time::{Duration, with_timeout};
+use kefu_firmware::Resources;
+use static_cell::{ConstStaticCell, StaticCell};
 
 use lan9118::Lan9118;
 
@@ -40,9 +44,7 @@ mod config {
 const GATEWAY_ADDR: Ipv4Address = Ipv4Address::new(10, 0, 2, 100);
 /// How long DHCP may take before the board gives up.
 const DHCP_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long one probe round keeps retrying a gateway that is away.
-const RETRY_WINDOW: Duration = Duration::from_secs(30);
-/// Sockets the stack can hold: DHCP plus the app's TCP connections.
+/// Sockets the stack can hold: DHCP plus the app's TCP connection (and the bulk self-test's).
 const SOCKETS: usize = 3;
 
 /// Prints one line on the host through semihosting, prefixed with the uptime in seconds: on
@@ -123,21 +125,51 @@ async fn link_task(stack: Stack<'static>) -> ! {
     }
 }
 
-/// Reads lines typed on the serial port (UART0) and reports them: the agent's input source once
-/// the app lands, a check of the UART path until then.
+/// Reads lines typed on the serial port (UART0), echoes them on the console and hands them to
+/// the app's keyboard ([`terminal::LINES`]).
 #[embassy_executor::task]
 async fn uart_task(mut uart: uart::Uart) -> ! {
-    let mut line = heapless::String::<128>::new();
+    let mut line = heapless::String::<{ terminal::LINE }>::new();
     loop {
         match uart.read_line(&mut line).await {
-            Ok(()) => log!("kefu-board: uart line: {}", line.as_str()),
-            Err(e) => log!("kefu-board: uart line refused: {:?}", e),
+            Ok(()) => {
+                log!("kefu-board: uart line: {}", line.as_str());
+                terminal::LINES.send(line.clone()).await;
+            }
+            Err(uart::LineError::TooLong) => log!("kefu-board: uart line refused: too long"),
+            Err(uart::LineError::NotUtf8) => log!("kefu-board: uart line refused: not UTF-8"),
         }
     }
 }
 
+/// The app's buffers and engine slot (about 19 KB), initialised at compile time: all zeros,
+/// so they cost `.bss` only and are never built on the stack.
+static APP: ConstStaticCell<Resources> = ConstStaticCell::new(Resources::new());
+
+/// The agent's seat at the service desk, until the agent types `/halt`; then the peak stack is
+/// printed and the emulation ends with code 0. A task of its own, so that `main`'s large
+/// set-up frame is not on the stack under the app.
+#[embassy_executor::task]
+async fn app_task(stack: Stack<'static>, cfg: kefu_firmware::Config<'static>) -> ! {
+    let (mut screen, mut keys, mut marks) = (
+        terminal::Screen,
+        terminal::Keyboard::new(),
+        terminal::RetainedStorage,
+    );
+    kefu_firmware::run(stack, &cfg, APP.take(), &mut screen, &mut keys, &mut marks).await;
+    let (peak, size) = stack::peak();
+    log!(
+        "kefu-board: halted; stack peak {} of {} bytes; lan9118 interrupts {}",
+        peak,
+        size,
+        lan9118::interrupts()
+    );
+    exit(true)
+}
+
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
+    stack::paint();
     log!("kefu-board: mps2-an386 up");
     #[cfg(feature = "defmt")]
     defmt::println!("kefu-board: defmt logging on semihosting stdout");
@@ -211,22 +243,14 @@ async fn main(spawner: Spawner) {
         exit(false)
     }
 
-    // === kefu-firmware app: spawn point =========================================================
-    // When the `kefu-firmware` crate lands, the lead replaces `probe(stack).await` below with the
-    // app's task, e.g.
-    //     spawner.spawn(app_task(stack, ...).expect("app task spawned once"));
-    // where `app_task` is an `#[embassy_executor::task]` that calls `kefu_firmware::run(stack,
-    // (GATEWAY_ADDR, config::GATEWAY_PORT), config::TOKEN, display, input, storage)`.
-    // Everything above (time driver, Ethernet, DHCP, `stack`) is what the app needs. Its seed
-    // (message ids, reconnect jitter): `mac_bits ^ time_driver::cycles()` taken here, after
-    // DHCP, whose network timing makes the cycle count differ from boot to boot. An app that
-    // waits for the link and the lease itself (it must, to survive link loss) can instead be
-    // spawned right after `link_task`, and the DHCP wait above kept only for the log line.
-    // `uart_task` is where the app's input source (the agent's typed replies) plugs in.
-    // The bulk self-test is a board check: keep it off (KEFU_BULK_BYTES unset) in fleet builds.
-    // ===========================================================================================
-    let ok = probe(stack).await;
-    exit(ok)
+    // The app. Its seed (message ids, reconnect jitter) mixes the MAC with the cycle count
+    // after DHCP, whose network timing makes it differ from boot to boot.
+    let gateway = IpEndpoint::new(GATEWAY_ADDR.into(), config::GATEWAY_PORT);
+    let mut cfg = kefu_firmware::Config::new(gateway, config::DEVICE);
+    cfg.platform = "mps2-an386";
+    cfg.token = (!config::TOKEN.is_empty()).then_some(config::TOKEN);
+    cfg.seed = mac_bits ^ time_driver::cycles();
+    spawner.spawn(app_task(stack, cfg).expect("app task spawned once"));
 }
 
 /// Bulk self-test (`KEFU_BULK_BYTES`): receive from 10.0.2.100:`BULK_PORT`, send to
@@ -258,44 +282,5 @@ async fn bulk_check(stack: Stack<'static>) -> bool {
             return false;
         }
     }
-    true
-}
-
-/// The board's own check until the app lands: `hi` (and `login` with the baked-in token), in
-/// `config::PROBE_ROUNDS` rounds. Every round but the last holds its connection until it ends
-/// (the gateway shuts down, the link goes away); the next round retries every second until the
-/// gateway answers again.
-async fn probe(stack: Stack<'static>) -> bool {
-    let endpoint = (GATEWAY_ADDR, config::GATEWAY_PORT);
-    let rounds = config::PROBE_ROUNDS;
-    for round in 1..=rounds {
-        let hold = round < rounds;
-        let deadline = Instant::now() + RETRY_WINDOW;
-        loop {
-            match hello::run(stack, endpoint, config::DEVICE, config::TOKEN, hold).await {
-                Ok(h) => {
-                    log!(
-                        "kefu-board: round {} done (protocol {}, user {})",
-                        round,
-                        h.version,
-                        h.user.as_str()
-                    );
-                    break;
-                }
-                Err(e) if e.is_transient() && Instant::now() < deadline => {
-                    log!("kefu-board: round {}: {}; retrying in 1 s", round, e);
-                    Timer::after_secs(1).await;
-                }
-                Err(e) => {
-                    log!("kefu-board: round {} failed: {}", round, e);
-                    return false;
-                }
-            }
-        }
-    }
-    log!(
-        "kefu-board: lan9118 interrupts taken: {}",
-        lan9118::interrupts()
-    );
     true
 }
