@@ -17,7 +17,10 @@ unsafe extern "C" {
 
 fn bounds() -> (usize, usize) {
     // Linker symbols: only their addresses are used.
-    (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
+    (
+        addr_of!(_stack_end) as usize,
+        addr_of!(_stack_start) as usize,
+    )
 }
 
 /// Paints the free stack below the current stack pointer. Call once, first thing in `main`.
