@@ -112,9 +112,9 @@ impl<'c, 'a, D: Display, S: Storage> App<'c, 'a, D, S> {
         }
     }
 
-    /// No reply is on its way: a fresh engine would lose nothing.
+    /// No reply and no close request is on its way: a fresh engine would lose nothing.
     pub(crate) fn is_idle(&self) -> bool {
-        self.sending == 0 && self.failed.is_empty()
+        self.sending == 0 && self.failed.is_empty() && self.closing.is_empty()
     }
 
     /// The terminal is switched off: the desk hears the agent is offline (sent with the

@@ -307,7 +307,9 @@ fn a_power_cycle_resumes_from_batched_marks_and_replays_only_the_unsaved_tail() 
         first.task.abort();
         let _ = first.task.await;
         alice.publish(&desk, "m7").expect("publish");
-        let second = boot(rig.dev, rig.config(&[&desk], 8), storage.clone());
+        let mut cfg = rig.config(&[&desk], 8);
+        cfg.save_delay = embassy_time::Duration::from_secs(1);
+        let second = boot(rig.dev, cfg, storage.clone());
         until("m7 shown after the power cycle", || {
             second.display.received().len() == 3
         })
@@ -322,6 +324,11 @@ fn a_power_cycle_resumes_from_batched_marks_and_replays_only_the_unsaved_tail() 
             ],
             "only the unsaved tail again (flagged replayed), then the new message, each once"
         );
+        // A lone message waits at most `save_delay` for its write, with nothing else happening.
+        until("saved a second after the last message", || {
+            storage.saved().and_then(|t| t.get(&desk)) == Some(Marks { shown: 7, read: 7 })
+        })
+        .await;
     });
 }
 
