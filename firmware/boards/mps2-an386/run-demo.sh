@@ -309,6 +309,7 @@ for sig in TERM KILL; do
     start_gateway "$PORT"
     fw "status: online as usr" $((logins + 1)) 60 || fail "the terminal did not reconnect after SIG$sig"
     cust "^agent #[0-9]+ reply $round$" 1 40 || fail "the reply typed while the gateway was away (SIG$sig) did not arrive"
+    fw "msg $TOPIC #[0-9]+ me: reply $round$" 1 20 || fail "the terminal did not see its reply $round stored"
     cust "^stored #[0-9]+ hello $n$" 1 40 || fail "the customer's message sent while the gateway was away (SIG$sig) was not stored"
     fw "msg $TOPIC #$(seq_of "hello $n") usr[a-z0-9]+: hello $n$" 1 40 ||
         fail "the terminal did not show the message sent while the gateway was away (SIG$sig)"
