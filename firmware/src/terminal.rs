@@ -19,7 +19,7 @@ use kefu_core::time::Instant;
 
 use crate::app::App;
 use crate::capacity::{FRAME, KioskEngine, READ_CHUNK, SOCKET_RX, SOCKET_TX};
-use crate::marks::MarkTable;
+use crate::marks::{MarkTable, TableError};
 use crate::ui::{Display, Entry, Input, Marks, Status, Storage};
 
 /// Longest sleep between two looks at the link state.
@@ -149,11 +149,6 @@ impl Resources {
             loaded: false,
         }
     }
-
-    /// The followed topics and their marks as the app has them now.
-    pub fn table(&self) -> &MarkTable {
-        &self.table
-    }
 }
 
 impl Default for Resources {
@@ -238,8 +233,13 @@ async fn session<D: Display, I: Input, S: Storage>(
         *loaded = true;
     }
     for name in cfg.topics {
-        if !table.contains(name) && table.set(name, Marks::default()).is_err() {
-            return End::Failed(RunError::TooManyTopics);
+        if table.contains(name) {
+            continue;
+        }
+        match table.set(name, Marks::default()) {
+            Ok(()) => {}
+            Err(TableError::Full) => return End::Failed(RunError::TooManyTopics),
+            Err(_) => return End::Failed(RunError::BadTopic),
         }
     }
     let mut ecfg = EngineConfig::new(cfg.device, creds);
