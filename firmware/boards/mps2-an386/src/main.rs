@@ -132,6 +132,7 @@ async fn uart_task(mut uart: uart::Uart) -> ! {
     let mut line = heapless::String::<{ terminal::LINE }>::new();
     loop {
         match uart.read_line(&mut line).await {
+            Ok(()) if line.is_empty() => {} // the `\n` of a `\r\n`, or a bare Enter
             Ok(()) => {
                 log!("kefu-board: uart line: {}", line.as_str());
                 terminal::LINES.send(line.clone()).await;

@@ -105,7 +105,8 @@ impl Uart {
         .await
     }
 
-    /// Reads one line (up to `\n`; `\r` is dropped) into `buf`, replacing its contents.
+    /// Reads one line (up to `\n` or `\r`, so a raw terminal's Enter ends it too; `\r\n` then
+    /// also yields an empty line) into `buf`, replacing its contents.
     pub async fn read_line<const N: usize>(
         &mut self,
         buf: &mut heapless::String<N>,
@@ -114,8 +115,7 @@ impl Uart {
         let mut overflow = false;
         loop {
             match self.read_byte().await {
-                b'\n' => break,
-                b'\r' => {}
+                b'\n' | b'\r' => break,
                 b => overflow |= bytes.push(b).is_err(),
             }
         }
