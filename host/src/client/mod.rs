@@ -41,6 +41,8 @@
 //! ```
 
 mod config;
+mod cut;
+mod directory;
 mod driver;
 mod error;
 mod shared;
@@ -49,6 +51,7 @@ mod transport;
 mod types;
 
 pub use config::{ClientConfig, Login};
+pub use directory::Conversation;
 pub use error::ClientError;
 pub use kefu_core::engine::{EngineError, Filter, SessionState};
 pub use kefu_core::id::MsgId;
@@ -69,6 +72,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
 use config::Endpoint;
+use directory::Directory;
 use driver::Driver;
 use shared::{Inner, Route, Shared, SharedRef, build_engine};
 
@@ -120,8 +124,9 @@ impl Client {
                 .error()
                 .map_or(ClientError::Closed, ClientError::Engine)),
             Err(_) => {
+                let why = client.shared.lock().connect_error.take();
                 client.close();
-                Err(ClientError::Timeout)
+                Err(why.map_or(ClientError::Timeout, ClientError::Connect))
             }
         }
     }
@@ -139,10 +144,20 @@ impl Client {
         let engine = tokio::task::spawn_blocking(move || build_engine(engine_cfg, seed))
             .await
             .map_err(|_| ClientError::Spawn(std::io::Error::other("engine build task failed")))??;
+        let directory = Directory::new(
+            endpoint.clone(),
+            tls.clone(),
+            config.login.clone(),
+            config.device.clone(),
+            config.lang.clone(),
+            config.connect_timeout,
+            config.request_timeout,
+        );
         let shared = Arc::new(Shared::new(
             engine,
             config.subscription_buffer,
             config.request_timeout,
+            directory,
         ));
         if config.subscribe_me {
             shared.lock().engine.subscribe("me")?;
@@ -358,6 +373,13 @@ impl Client {
     /// The user id this client is logged in as (empty before the first login).
     pub fn user(&self) -> String {
         self.shared.lock().engine.user().to_owned()
+    }
+
+    /// The user's conversations as the gateway lists them (every topic the user is subscribed
+    /// to, with title, latest seq, read mark and unread count), including topics this client
+    /// has not subscribed to. Asked over a short side connection; the session is not touched.
+    pub async fn conversations(&self) -> Result<Vec<Conversation>, ClientError> {
+        self.shared.directory.list().await
     }
 
     /// The names of the topics this client knows.
