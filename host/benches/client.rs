@@ -154,7 +154,10 @@ fn bench_client(c: &mut Criterion) {
     let times = rt.block_on(timed_publishes(&agent, &mut a, &topic, 200_000));
     stop.store(true, Ordering::Relaxed);
     let mut cs = rt.block_on(sender).expect("sender task");
-    report("publish call -> local message (driver busy receiving)", times);
+    report(
+        "publish call -> local message (driver busy receiving)",
+        times,
+    );
     println!(
         "  meanwhile the customer sent {} messages to the agent",
         from_customer.load(Ordering::Relaxed)

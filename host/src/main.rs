@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
+use kefu_host::gateway::config::TlsFiles;
 use kefu_host::gateway::context::now_ms;
 use kefu_host::gateway::policy::Policy;
-use kefu_host::gateway::config::TlsFiles;
 use kefu_host::gateway::{GatewayConfig, auth, names, server};
 use kefu_host::store::{NewUser, Role, Store, StoreError};
 

@@ -11,6 +11,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use kefu_host::client::{Client, FailReason, MessageState, Subscription, TopicEvent};
 use support::{Bin, add_user};
 
@@ -122,17 +123,49 @@ async fn sdk(gw: &Bin, login: &str) -> Client {
     .unwrap_or_else(|e| panic!("{login} logs in: {e}"))
 }
 
+/// The next event of `sub` matching `pred`, skipping others; panics naming `what` (and what
+/// was skipped) after the deadline.
+async fn expect(
+    sub: &mut Subscription,
+    what: &str,
+    pred: impl Fn(&TopicEvent) -> bool,
+) -> TopicEvent {
+    let mut skipped = Vec::new();
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            let ev = sub.next().await.expect("subscription open");
+            if pred(&ev) {
+                return ev;
+            }
+            skipped.push(format!("{ev:?}"));
+        }
+    })
+    .await;
+    got.unwrap_or_else(|_| panic!("no {what} in time; skipped: {skipped:#?}"))
+}
+
 /// Publishes and waits until stored; the seq.
 async fn send(c: &Client, sub: &mut Subscription, topic: &str, text: &str) -> u64 {
     let id = c.publish(topic, text).expect("publish").id;
-    match support::client::next(sub, WAIT, |e| {
-        matches!(e, TopicEvent::Changed { id: i, state: MessageState::Sent, .. } if *i == id)
-    })
+    match expect(
+        sub,
+        &format!("{text:?} stored"),
+        |e| matches!(e, TopicEvent::Changed { id: i, state: MessageState::Sent, .. } if *i == id),
+    )
     .await
     {
         TopicEvent::Changed { seq: Some(seq), .. } => seq,
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// The conversation list's row for `name` (the list is the left 28 columns).
+fn list_row(screen: &str, name: &str) -> String {
+    screen
+        .lines()
+        .map(|l| l.chars().take(28).collect::<String>())
+        .find(|l| l.contains(name) && !l.contains("Conversations"))
+        .unwrap_or_default()
 }
 
 /// The line of the screen holding `needle`.
@@ -179,14 +212,23 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
         let mut a = alice
             .subscribe_from(&bob_id, 20, 20)
             .expect("alice resumes");
-        support::client::next(&mut a, WAIT, |e| {
-            matches!(e, TopicEvent::Added { message, .. } if message.seq() == Some(30))
-        })
+        expect(
+            &mut a,
+            "bob's seq 30",
+            |e| matches!(e, TopicEvent::Added { message, .. } if message.seq() == Some(30)),
+        )
         .await;
         alice.mark_read(&bob_id, 25).expect("mark read");
         // Bob sees the read receipt: Alice's mark is stored at the gateway.
-        support::client::next(&mut b, WAIT, |e| {
-            matches!(e, TopicEvent::Receipt { read: true, seq: 25, .. })
+        expect(&mut b, "receipt 25", |e| {
+            matches!(
+                e,
+                TopicEvent::Receipt {
+                    read: true,
+                    seq: 25,
+                    ..
+                }
+            )
         })
         .await;
         alice.close();
@@ -208,24 +250,37 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
             s.contains("bob") && s.contains("carol") && (s.contains("(5)") || s.contains("(3)"))
         })
         .await;
-    if line_with(&s, "carol").contains(">") {
-        assert!(line_with(&s, "bob").contains("(5)"), "bob's unread:\n{s}");
+    if list_row(&s, "carol").contains('>') {
+        assert!(list_row(&s, "bob").contains("(5)"), "bob's unread:\n{s}");
         tmux.press("Down");
     } else {
-        tmux.wait_for("carol's unread", |s| line_with(s, "carol").contains("(3)"))
+        tmux.wait_for("carol's unread", |s| list_row(s, "carol").contains("(3)"))
             .await;
     }
     // Bob's conversation is open: the unread ones and some context are there, the oldest not.
     let s = tmux
         .wait_for("bob's conversation open", |s| {
-            line_with(s, "bob").contains(">") && s.contains("bob: old 30")
+            list_row(s, "bob").contains('>') && s.contains("bob: old 30")
         })
         .await;
-    assert!(!s.contains("old 01"), "the oldest messages are not loaded yet:\n{s}");
-    assert!(!line_with(&s, "bob").contains("(5)"), "opened means read:\n{s}");
+    assert!(
+        !s.contains("old 01"),
+        "the oldest messages are not loaded yet:\n{s}"
+    );
+    assert!(
+        !list_row(&s, "bob").contains("(5)"),
+        "opened means read:\n{s}"
+    );
     // Opening it marked it read: Bob gets the receipt for seq 30.
-    support::client::next(&mut b, WAIT, |e| {
-        matches!(e, TopicEvent::Receipt { read: true, seq: 30, .. })
+    expect(&mut b, "receipt 30", |e| {
+        matches!(
+            e,
+            TopicEvent::Receipt {
+                read: true,
+                seq: 30,
+                ..
+            }
+        )
     })
     .await;
 
@@ -246,7 +301,8 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
     tmux.shows("bob: old 30").await;
 
     // A message Bob sends shows up.
-    bob.publish(&alice_id, "hi alice, it is bob").expect("publish");
+    bob.publish(&alice_id, "hi alice, it is bob")
+        .expect("publish");
     tmux.shows("bob: hi alice, it is bob").await;
 
     // Alice types while the gateway is frozen: her message shows at once, marked as sending;
@@ -256,13 +312,16 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
     let pending = tmux.shows("me: hello bob, how can I help").await;
     let frozen = line_with(&pending, "hello bob, how can I help").contains("(sending)");
     signal(gw.pid(), "-CONT");
-    assert!(frozen, "shown as sending while the gateway is frozen:\n{pending}");
+    assert!(
+        frozen,
+        "shown as sending while the gateway is frozen:\n{pending}"
+    );
     tmux.wait_for("the stored mark", |s| {
         line_with(s, "hello bob, how can I help").contains("(sent)")
             || line_with(s, "hello bob, how can I help").contains("(delivered)")
     })
     .await;
-    let got = support::client::next(&mut b, WAIT, |e| {
+    let got = expect(&mut b, "alice's message at bob", |e| {
         matches!(e, TopicEvent::Added { message, .. } if message.text() == "hello bob, how can I help")
     })
     .await;
@@ -286,14 +345,28 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
         }
         assert!(Instant::now() < deadline, "bob's typing never showed");
     }
-    tmux.type_text("let me check");
-    support::client::next(&mut b, WAIT, |e| {
-        matches!(e, TopicEvent::Typing { from } if *from == alice_id)
+    // Alice types (a notice goes out at most once per few seconds, so she types on, a key at a
+    // time, until Bob's client shows it), then deletes what she typed.
+    let mut typed = 0;
+    let seen = tokio::time::timeout(SCREEN_WAIT, async {
+        loop {
+            tmux.type_text("x");
+            typed += 1;
+            if let Ok(Some(TopicEvent::Typing { from })) =
+                tokio::time::timeout(Duration::from_millis(300), b.next()).await
+                && from == alice_id
+            {
+                return;
+            }
+        }
     })
     .await;
-    for _ in 0.."let me check".len() {
+    assert!(seen.is_ok(), "bob never saw alice typing");
+    for _ in 0..typed {
         tmux.press("BSpace");
     }
+    tmux.wait_for("an empty input line", |s| !s.contains("> x"))
+        .await;
 
     // The agent desk: status switch with F2, busy by command; a waiting customer taken with F3.
     tmux.press("F2");
@@ -307,7 +380,7 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
     tmux.shows(&format!("conversation {consult} opened")).await;
     tmux.shows("my order never came").await;
     tmux.line("sorry, sending a new one today");
-    support::client::next(&mut cs, WAIT, |e| {
+    expect(&mut cs, "the agent reply at carol", |e| {
         matches!(e, TopicEvent::Added { message, .. } if message.text() == "sorry, sending a new one today")
     })
     .await;
@@ -316,12 +389,18 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
     tmux.line("/close");
     tmux.shows(&format!("{consult} closed")).await;
     let late = carol.publish(&consult, "hello?").expect("queued").id;
-    let refused = support::client::next(&mut cs, WAIT, |e| {
+    let refused = expect(&mut cs, "the refusal after close", |e| {
         matches!(e, TopicEvent::Changed { id, state: MessageState::Failed(_), .. } if *id == late)
     })
     .await;
     assert!(
-        matches!(refused, TopicEvent::Changed { state: MessageState::Failed(FailReason::Refused { code: 409 }), .. }),
+        matches!(
+            refused,
+            TopicEvent::Changed {
+                state: MessageState::Failed(FailReason::Refused { code: 409 }),
+                ..
+            }
+        ),
         "{refused:?}"
     );
 

@@ -54,8 +54,12 @@ fn make_pki(dir: &Path, name: &str) -> Pki {
 }
 
 fn wss_config(gw: &Bin, login: &str, ca: Option<&Path>) -> ClientConfig {
-    let mut c =
-        support::client::config(format!("wss://127.0.0.1:{}", gw.http.port()), login, PW, WAIT);
+    let mut c = support::client::config(
+        format!("wss://127.0.0.1:{}", gw.http.port()),
+        login,
+        PW,
+        WAIT,
+    );
     c.extra_ca = ca.map(Path::to_path_buf);
     c
 }
@@ -86,9 +90,11 @@ async fn clients_that_trust_the_ca_chat_over_wss_and_others_are_turned_away() {
     })
     .await;
     let sent = a.publish(&bob_id, "hello over tls").expect("publish");
-    let got = support::client::next(&mut c_sub, WAIT, |e| {
-        matches!(e, TopicEvent::Added { message, .. } if message.id == sent.id)
-    })
+    let got = support::client::next(
+        &mut c_sub,
+        WAIT,
+        |e| matches!(e, TopicEvent::Added { message, .. } if message.id == sent.id),
+    )
     .await;
     let TopicEvent::Added { message, .. } = got else {
         unreachable!()
@@ -96,9 +102,11 @@ async fn clients_that_trust_the_ca_chat_over_wss_and_others_are_turned_away() {
     assert_eq!(message.text(), "hello over tls");
     assert_eq!(message.seq(), Some(1));
     let reply = c.publish(&alice_id, "and back").expect("publish");
-    support::client::next(&mut a_sub, WAIT, |e| {
-        matches!(e, TopicEvent::Added { message, .. } if message.id == reply.id)
-    })
+    support::client::next(
+        &mut a_sub,
+        WAIT,
+        |e| matches!(e, TopicEvent::Added { message, .. } if message.id == reply.id),
+    )
     .await;
     support::client::next(&mut c_sub, WAIT, |e| {
         matches!(e, TopicEvent::Changed { id, state: MessageState::Sent, seq: Some(2) } if *id == reply.id)
@@ -120,8 +128,12 @@ async fn clients_that_trust_the_ca_chat_over_wss_and_others_are_turned_away() {
     }
 
     // A plain ws:// client cannot speak to the TLS listener either.
-    let mut plain =
-        support::client::config(format!("ws://{}", gw.http), "alice", PW, Duration::from_secs(2));
+    let mut plain = support::client::config(
+        format!("ws://{}", gw.http),
+        "alice",
+        PW,
+        Duration::from_secs(2),
+    );
     plain.connect_timeout = Duration::from_secs(1);
     assert!(
         matches!(
@@ -132,9 +144,11 @@ async fn clients_that_trust_the_ca_chat_over_wss_and_others_are_turned_away() {
     );
     // ...and the chat over wss goes on after those failed attempts.
     let again = a.publish(&bob_id, "still here").expect("publish");
-    support::client::next(&mut c_sub, WAIT, |e| {
-        matches!(e, TopicEvent::Added { message, .. } if message.id == again.id)
-    })
+    support::client::next(
+        &mut c_sub,
+        WAIT,
+        |e| matches!(e, TopicEvent::Added { message, .. } if message.id == again.id),
+    )
     .await;
 }
 
@@ -169,10 +183,6 @@ fn bad_certificate_files_stop_the_gateway_with_a_clear_error() {
         assert!(err.contains(says), "error {err:?} should mention {says:?}");
     }
     // One flag without the other is a usage error.
-    let (ok, _, err) = support::kefu(&[
-        "gateway",
-        "--tls-cert",
-        pki.cert.to_str().expect("utf-8"),
-    ]);
+    let (ok, _, err) = support::kefu(&["gateway", "--tls-cert", pki.cert.to_str().expect("utf-8")]);
     assert!(!ok && err.contains("--tls-key"), "{err}");
 }

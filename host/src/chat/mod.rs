@@ -50,7 +50,9 @@ pub async fn run(opts: ChatOptions) -> Result<(), String> {
     let mut app = App::new(&opts.user, &client.user());
     let mut terminal = ratatui::try_init().map_err(|e| format!("terminal: {e}"))?;
     let keys = spawn_key_reader();
-    let ran = Screen::new(client.clone(), keys).run(&mut app, &mut terminal).await;
+    let ran = Screen::new(client.clone(), keys)
+        .run(&mut app, &mut terminal)
+        .await;
     ratatui::restore();
     client.close();
     ran

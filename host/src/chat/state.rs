@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{
-    AgentStatus, ClientEvent, Conversation, FailReason, MessageSnapshot, MessageState, MsgId, OrderKey,
-    PresWhat, SessionState, TopicEvent,
+    AgentStatus, ClientEvent, Conversation, FailReason, MessageSnapshot, MessageState, MsgId,
+    OrderKey, PresWhat, SessionState, TopicEvent,
 };
 
 /// Messages above the read mark that are also shown when a conversation is first opened.
@@ -714,7 +714,13 @@ mod tests {
     fn added(app: &mut App, m: MessageSnapshot, history: bool) -> Vec<Effect> {
         app.handle(
             Instant::now(),
-            Input::Topic(BOB.into(), TopicEvent::Added { message: m, history }),
+            Input::Topic(
+                BOB.into(),
+                TopicEvent::Added {
+                    message: m,
+                    history,
+                },
+            ),
         )
     }
 
@@ -748,7 +754,12 @@ mod tests {
     fn a_typed_line_is_published_and_typing_is_announced_but_commands_are_not() {
         let (mut app, _) = app_with_bob();
         let fx = typed(&mut app, "hi");
-        assert_eq!(fx.iter().filter(|e| **e == Effect::Typing(BOB.into())).count(), 2);
+        assert_eq!(
+            fx.iter()
+                .filter(|e| **e == Effect::Typing(BOB.into()))
+                .count(),
+            2
+        );
         assert_eq!(
             fx.last(),
             Some(&Effect::Publish {
@@ -781,12 +792,24 @@ mod tests {
     #[test]
     fn an_own_message_shows_at_once_then_moves_to_its_seq_and_rises_with_receipts() {
         let (mut app, _) = app_with_bob();
-        added(&mut app, snap(1, OrderKey::stored(49), false, MessageState::Received), false);
+        added(
+            &mut app,
+            snap(1, OrderKey::stored(49), false, MessageState::Received),
+            false,
+        );
         let mine = snap(2, OrderKey::pending(49, 1), true, MessageState::Queued);
         added(&mut app, mine.clone(), false);
-        added(&mut app, snap(3, OrderKey::stored(50), false, MessageState::Received), false);
+        added(
+            &mut app,
+            snap(3, OrderKey::stored(50), false, MessageState::Received),
+            false,
+        );
         let order = |app: &App| -> Vec<u8> {
-            app.convs[0].lines.iter().map(|l| l.id.as_bytes()[0]).collect()
+            app.convs[0]
+                .lines
+                .iter()
+                .map(|l| l.id.as_bytes()[0])
+                .collect()
         };
         assert_eq!(order(&app), [1, 2, 3], "pending sorts after seq 49");
         assert_eq!(mark(app.convs[0].lines[1].state), "(sending)");
@@ -820,13 +843,21 @@ mod tests {
         app.handle(Instant::now(), receipt(true, 51));
         assert_eq!(mark(app.convs[0].lines[2].state), "(read)");
         app.handle(Instant::now(), receipt(false, 51));
-        assert_eq!(app.convs[0].lines[2].state, MessageState::Read, "never lowered");
+        assert_eq!(
+            app.convs[0].lines[2].state,
+            MessageState::Read,
+            "never lowered"
+        );
     }
 
     #[test]
     fn incoming_messages_in_the_open_conversation_are_marked_read() {
         let (mut app, _) = app_with_bob();
-        let fx = added(&mut app, snap(1, OrderKey::stored(50), false, MessageState::Received), false);
+        let fx = added(
+            &mut app,
+            snap(1, OrderKey::stored(50), false, MessageState::Received),
+            false,
+        );
         assert_eq!(
             fx,
             vec![Effect::MarkRead {
@@ -834,7 +865,11 @@ mod tests {
                 seq: 50
             }]
         );
-        let fx = added(&mut app, snap(2, OrderKey::stored(49), false, MessageState::Received), true);
+        let fx = added(
+            &mut app,
+            snap(2, OrderKey::stored(49), false, MessageState::Received),
+            true,
+        );
         assert!(fx.is_empty(), "history is not news");
     }
 
@@ -848,7 +883,11 @@ mod tests {
         app.handle(t0 + TYPING_SHOWN + Duration::from_millis(1), Input::Tick);
         assert!(app.convs[0].typing.is_none(), "expired");
         app.handle(t0, typing);
-        added(&mut app, snap(1, OrderKey::stored(51), false, MessageState::Received), false);
+        added(
+            &mut app,
+            snap(1, OrderKey::stored(51), false, MessageState::Received),
+            false,
+        );
         assert!(app.convs[0].typing.is_none(), "the message arrived");
     }
 
@@ -859,7 +898,12 @@ mod tests {
         for i in 0..8u8 {
             added(
                 &mut app,
-                snap(i, OrderKey::stored(43 + u64::from(i)), false, MessageState::Received),
+                snap(
+                    i,
+                    OrderKey::stored(43 + u64::from(i)),
+                    false,
+                    MessageState::Received,
+                ),
                 false,
             );
         }
@@ -909,14 +953,20 @@ mod tests {
             app.handle(Instant::now(), Input::Key(Key::F2)),
             vec![Effect::SetStatus(AgentStatus::Online)]
         );
-        app.handle(Instant::now(), Input::Done(Outcome::Status(AgentStatus::Online)));
+        app.handle(
+            Instant::now(),
+            Input::Done(Outcome::Status(AgentStatus::Online)),
+        );
         assert_eq!(
             app.handle(Instant::now(), Input::Key(Key::F2)),
             vec![Effect::SetStatus(AgentStatus::Busy)]
         );
         let fx = app.handle(Instant::now(), Input::Done(Outcome::Opened("cnsY".into())));
         assert_eq!(app.current().map(|c| c.topic.as_str()), Some("cnsY"));
-        assert!(fx.iter().any(|e| matches!(e, Effect::Follow { topic, .. } if topic == "cnsY")));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Follow { topic, .. } if topic == "cnsY"))
+        );
         // Up and Down walk the list.
         app.handle(Instant::now(), Input::Key(Key::Up));
         assert_eq!(app.current().map(|c| c.topic.as_str()), Some("cnsX"));

@@ -91,8 +91,10 @@ fn draw_list(frame: &mut Frame<'_>, app: &App, area: Rect) {
 fn draw_pane(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let Some(c) = app.current() else {
         frame.render_widget(
-            Paragraph::new("No conversation yet. Agents: F3 takes the next customer; customers: /open")
-                .block(Block::new().borders(Borders::ALL)),
+            Paragraph::new(
+                "No conversation yet. Agents: F3 takes the next customer; customers: /open",
+            )
+            .block(Block::new().borders(Borders::ALL)),
             area,
         );
         return;
@@ -240,7 +242,10 @@ mod tests {
             Input::Done(Outcome::Status(crate::client::AgentStatus::Busy)),
         );
         let s = screen(&mut app);
-        assert!(s.contains("kefu chat | alice | connected | status: busy"), "{s}");
+        assert!(
+            s.contains("kefu chat | alice | connected | status: busy"),
+            "{s}"
+        );
         assert!(s.contains(">*Bob"), "selected, online: {s}");
         assert!(s.contains("09:05 Bob: hi there"), "{s}");
         assert!(s.contains("09:05 me: hello bob (read)"), "{s}");

@@ -111,7 +111,9 @@ mod tests {
 
     #[test]
     fn frames_split_across_reads_even_inside_the_header_stay_in_step() {
-        let frames: Vec<_> = (0..20u8).map(|i| frame(&vec![i; 40 + i as usize])).collect();
+        let frames: Vec<_> = (0..20u8)
+            .map(|i| frame(&vec![i; 40 + i as usize]))
+            .collect();
         let stream = frames.concat();
         for read in [1, 3, 6, 7, 8, 50, 333] {
             let got = pieces(&stream, read, 4096);

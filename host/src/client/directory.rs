@@ -226,7 +226,9 @@ impl Side {
             if let Some(rest) = self.input.get(self.at..).filter(|r| !r.is_empty()) {
                 let took = self.deframer.write(rest);
                 if took == 0 {
-                    return Err(ClientError::Connect("oversized frame from the gateway".into()));
+                    return Err(ClientError::Connect(
+                        "oversized frame from the gateway".into(),
+                    ));
                 }
                 self.at += took;
                 continue;

@@ -137,10 +137,8 @@ impl Driver {
                             g.engine.handle_connect_failed(now);
                         }
                         Err(_) => {
-                            g.connect_error = Some(format!(
-                                "no connection within {:?}",
-                                self.connect_timeout
-                            ));
+                            g.connect_error =
+                                Some(format!("no connection within {:?}", self.connect_timeout));
                             g.engine.handle_connect_failed(now);
                         }
                     }
@@ -218,7 +216,9 @@ impl Driver {
     fn feed(&mut self) -> usize {
         let now = self.shared.now();
         let rest = self.input.get(self.pending.clone()).unwrap_or_default();
-        let bytes = rest.get(..self.cut.next_len(rest, FEED_MAX)).unwrap_or_default();
+        let bytes = rest
+            .get(..self.cut.next_len(rest, FEED_MAX))
+            .unwrap_or_default();
         let mut g = self.shared.lock_driver();
         let taken = g.engine.handle_bytes(now, bytes).min(bytes.len());
         drop(g);
