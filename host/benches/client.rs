@@ -4,6 +4,8 @@
 //!   acks and echoes (criterion, plus p50 / p99 / p99.9 over 200 000 calls measured one by one,
 //!   printed);
 //! - the same call with the driver idle (offline, each message discarded after the call);
+//! - for comparison, the core engine's own `publish` with the SDK's capacities and no SDK
+//!   around it (no lock, no driver): the floor the SDK's figure stands on;
 //! - end to end: agent `publish` → the message in the customer's subscription (p50 / p99 over
 //!   2 000 messages sent one at a time, once the customer has caught up; printed with the
 //!   slowest five and where they fell).
@@ -19,8 +21,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::StreamExt;
+use kefu_core::engine::{Credentials, EngineConfig};
+use kefu_core::proto::Head;
+use kefu_core::time::Instant as EngineInstant;
 use kefu_host::client::{
-    Client, ClientConfig, ClientError, EngineError, MessageState, MsgId, Subscription, TopicEvent,
+    Client, ClientConfig, ClientError, EngineError, HostEngine, MessageState, MsgId, Subscription,
+    TopicEvent,
 };
 use support::{Raw, test_config};
 
@@ -212,6 +218,36 @@ fn bench_client(c: &mut Criterion) {
         times
     });
     report("publish call, driver idle (offline)", offline);
+
+    // The engine alone, on a thread with room for its by-value constructor.
+    let engine_only = std::thread::Builder::new()
+        .stack_size(4 * std::mem::size_of::<HostEngine>() + (1 << 20))
+        .spawn(|| {
+            let creds = Credentials::basic("nobody", PW).expect("credentials");
+            let cfg = EngineConfig::new("bench", creds);
+            let mut engine = Box::new(HostEngine::new(EngineInstant::ZERO, cfg, 7));
+            let epoch = Instant::now();
+            let head = Head {
+                mime: "",
+                reply_to: None,
+            };
+            let mut times = Vec::with_capacity(100_000);
+            for _ in 0..100_000 {
+                let now = EngineInstant::from_micros(epoch.elapsed().as_micros() as u64);
+                let t0 = Instant::now();
+                let id = engine
+                    .publish(now, "grpBench", head, &[b'x'; 100])
+                    .expect("publish");
+                times.push(t0.elapsed());
+                engine.discard(&id).expect("discard");
+                while engine.poll_event().is_some() {}
+            }
+            times
+        })
+        .expect("thread")
+        .join()
+        .expect("engine bench");
+    report("core engine publish alone (no SDK)", engine_only);
 
     let mut group = c.benchmark_group("client");
     group.bench_function("publish_call", |b| {

@@ -6,7 +6,11 @@
 //!   (`tcp://` framed binary, `ws://` or `wss://` binary WebSocket with rustls).
 //! - The engine sits behind a mutex shared by handles and driver, held only for engine calls:
 //!   [`Client::publish`] puts the message in the conversation and returns it at once (id,
-//!   virtual position, state `Queued`), then wakes the driver to send it.
+//!   virtual position, state `Queued`), then wakes the driver to send it. Handles take the lock
+//!   ahead of the driver, which holds it for one frame or one event at a time, so a `publish`
+//!   never waits behind a burst of received data.
+//! - [`Client::conversations`] lists the user's conversations (title, latest seq, read mark,
+//!   unread count) as the gateway knows them, also those this client never subscribed to.
 //! - Per-topic [`Subscription`]s are streams of [`TopicEvent`]s; dropping one leaves the topic.
 //!   [`Client::events`] streams [`ClientEvent`]s (connection state, unread counts, presence).
 //! - The engine acknowledges a received message only once the driver delivered it into the
