@@ -143,7 +143,7 @@ impl Screen {
         };
         let quick = match effect {
             Effect::Follow { topic, mark, read } => {
-                let sub = if c.topics().iter().any(|t| *t == topic) {
+                let sub = if c.topics().contains(&topic) {
                     c.subscribe(&topic)
                 } else {
                     c.subscribe_from(&topic, mark, read)
