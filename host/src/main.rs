@@ -32,7 +32,8 @@ enum Command {
     /// Manage counter-terminal devices (offline, in the data folder).
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Chat in the terminal: conversations, messages, receipts, agent desk commands.
+    /// Chat in the terminal: conversations, messages, receipts, agent desk commands. The
+    /// password comes from KEFU_PASSWORD or a prompt (not echoed).
     Chat(ChatArgs),
 }
 

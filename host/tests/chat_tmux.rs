@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use kefu_host::client::{Client, FailReason, MessageState, Subscription, TopicEvent};
+use kefu_host::client::{
+    AgentStatus, Client, ClientEvent, FailReason, MessageState, PresWhat, Subscription, TopicEvent,
+};
 use support::{Bin, add_user};
 
 const PW: &str = "secret-pass";
@@ -192,6 +194,7 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
     let alice_id = add_user(&data, "alice", PW, &["--agent"]);
     add_user(&data, "bob", PW, &[]);
     add_user(&data, "carol", PW, &[]);
+    let dave_id = add_user(&data, "dave", PW, &["--agent"]);
     let gw = Bin::start(&data, &[]).await;
 
     // Before Alice opens the terminal: Bob wrote 30 messages, of which Alice read 25 (on
@@ -368,7 +371,8 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
     tmux.wait_for("an empty input line", |s| !s.contains("> x"))
         .await;
 
-    // The agent desk: status switch with F2, busy by command; a waiting customer taken with F3.
+    // The agent desk: status switch with F2, busy by command; a waiting customer taken with
+    // F3, handed to another agent and back, then closed.
     tmux.press("F2");
     tmux.shows("status: online").await;
     tmux.line("/status busy");
@@ -377,17 +381,46 @@ async fn an_agent_chats_in_the_terminal_with_customers_using_the_sdk() {
     let mut cs = carol.subscribe(&consult).expect("carol follows it");
     send(&carol, &mut cs, &consult, "my order never came").await;
     tmux.press("F3");
-    tmux.shows(&format!("conversation {consult} opened")).await;
-    tmux.shows("my order never came").await;
+    tmux.wait_for("the taken consultation open", |s| {
+        list_row(s, &consult).contains('>') && s.contains("my order never came")
+    })
+    .await;
     tmux.line("sorry, sending a new one today");
     expect(&mut cs, "the agent reply at carol", |e| {
         matches!(e, TopicEvent::Added { message, .. } if message.text() == "sorry, sending a new one today")
     })
     .await;
 
+    // Transfer: Alice hands the consultation to Dave, who is told and hands it back.
+    let dave = sdk(&gw, "dave").await;
+    dave.set_status(AgentStatus::Busy)
+        .await
+        .expect("dave at his desk");
+    let mut dave_events = dave.events();
+    tmux.line(&format!("/transfer {dave_id}"));
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = dave_events.next().await {
+            if matches!(&ev, ClientEvent::Presence { src, what: PresWhat::Assigned, .. } if *src == consult)
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("dave is never told; the screen:\n{}", tmux.screen()));
+    dave.subscribe(&consult).expect("dave follows it");
+    dave.transfer(&consult, &alice_id)
+        .await
+        .expect("dave hands it back");
+    tmux.shows(&format!("new consultation {consult}")).await;
+
     // Closing it: Carol can no longer write there.
     tmux.line("/close");
-    tmux.shows(&format!("{consult} closed")).await;
+    let closed = format!("{consult} closed");
+    tmux.wait_for("the close confirmed", |s| {
+        s.contains(&closed) || s.contains("the conversation ended")
+    })
+    .await;
     let late = carol.publish(&consult, "hello?").expect("queued").id;
     let refused = expect(&mut cs, "the refusal after close", |e| {
         matches!(e, TopicEvent::Changed { id, state: MessageState::Failed(_), .. } if *id == late)
