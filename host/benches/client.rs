@@ -1,20 +1,33 @@
 //! Client SDK latency against a gateway on 127.0.0.1:
-//! - `publish` call → local message returned (criterion, plus p50 / p99 / p99.9 over 100 000
-//!   calls measured one by one with `iter_custom`, printed);
+//! - `publish` call → local message returned, with the driver busy receiving: the customer
+//!   keeps sending to the agent the whole time, and the agent's own messages come back as
+//!   acks and echoes (criterion, plus p50 / p99 / p99.9 over 200 000 calls measured one by one,
+//!   printed);
 //! - the same call with the driver idle (offline, each message discarded after the call);
+//! - for comparison, the core engine's own `publish` with the SDK's capacities and no SDK
+//!   around it (no lock, no driver): the floor the SDK's figure stands on;
 //! - end to end: agent `publish` → the message in the customer's subscription (p50 / p99 over
-//!   2 000 messages sent one at a time, printed).
+//!   2 000 messages sent one at a time, once the customer has caught up; printed with the
+//!   slowest five and where they fell).
 //!
 //! `cargo bench -p kefu-host --bench client`
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::StreamExt;
-use kefu_host::client::{Client, ClientConfig, MessageState, MsgId, Subscription, TopicEvent};
+use kefu_core::engine::{Credentials, EngineConfig};
+use kefu_core::proto::Head;
+use kefu_core::time::Instant as EngineInstant;
+use kefu_host::client::{
+    Client, ClientConfig, ClientError, EngineError, HostEngine, MessageState, MsgId, Subscription,
+    TopicEvent,
+};
 use support::{Raw, test_config};
 
 const PW: &str = "bench-pass";
@@ -62,6 +75,32 @@ async fn timed_publishes(
     times
 }
 
+/// The customer's side of the "driver busy" part: sends to the agent as fast as its outbox
+/// allows and reads everything the agent sends, until `stop`; how many it sent.
+async fn keep_sending(
+    customer: Client,
+    mut cs: Subscription,
+    to: String,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Subscription {
+    let payload = [b'c'; 100];
+    while !stop.load(Ordering::Relaxed) {
+        while cs.try_recv().is_some() {}
+        match customer.publish(&to, payload) {
+            Ok(_) => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+            Err(ClientError::Engine(EngineError::OutboxFull | EngineError::PoolFull)) => {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            Err(e) => panic!("customer publish: {e}"),
+        }
+    }
+    cs
+}
+
 fn pct(sorted: &[Duration], q: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[i]
@@ -82,7 +121,7 @@ fn report(what: &str, mut times: Vec<Duration>) {
 fn bench_client(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_gw, agent, customer, mut a, mut cs, topic, back) = rt.block_on(async {
+    let (_gw, agent, customer, mut a, cs, topic, back) = rt.block_on(async {
         let mut cfg = test_config(dir.path());
         cfg.rate_per_sec = 0;
         let gw = kefu_host::gateway::start(cfg).await.expect("gateway");
@@ -105,20 +144,43 @@ fn bench_client(c: &mut Criterion) {
         while !matches!(cs.next().await, Some(TopicEvent::Subscribed { .. })) {}
         (gw, agent, customer, a, cs, customer_id, agent_id)
     });
-    let _ = (&customer, &back);
+    let _ = &customer;
 
-    // p99 of the publish call itself, one call at a time.
-    let times = rt.block_on(timed_publishes(&agent, &mut a, &topic, 100_000));
-    report("publish call -> local message", times);
-    // The customer's subscription saw all of those: drain it.
-    rt.block_on(async { while cs.try_recv().is_some() {} });
+    // p99 of the publish call itself, one call at a time, while the customer keeps sending to
+    // the agent (the agent's driver is busy receiving the whole time).
+    let stop = Arc::new(AtomicBool::new(false));
+    let from_customer = Arc::new(AtomicU64::new(0));
+    let sender = rt.spawn(keep_sending(
+        customer.clone(),
+        cs,
+        back.clone(),
+        stop.clone(),
+        from_customer.clone(),
+    ));
+    let times = rt.block_on(timed_publishes(&agent, &mut a, &topic, 200_000));
+    stop.store(true, Ordering::Relaxed);
+    let mut cs = rt.block_on(sender).expect("sender task");
+    report(
+        "publish call -> local message (driver busy receiving)",
+        times,
+    );
+    println!(
+        "  meanwhile the customer sent {} messages to the agent",
+        from_customer.load(Ordering::Relaxed)
+    );
 
-    // End to end: agent publish -> Added in the customer's subscription, one at a time.
+    // End to end: agent publish -> Added in the customer's subscription, one at a time, once
+    // the customer has caught up with everything from the first part.
     let e2e = rt.block_on(async {
+        let marker = agent.publish(&topic, b"catch up").expect("publish").id;
+        loop {
+            match cs.next().await {
+                Some(TopicEvent::Added { message, .. }) if message.id == marker => break,
+                Some(_) => {}
+                None => panic!("subscription ended"),
+            }
+        }
         let mut times = Vec::with_capacity(2000);
-        // Skip what is still on its way from the first part.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        while cs.try_recv().is_some() {}
         for i in 0..2000u32 {
             let t0 = Instant::now();
             let local = agent.publish(&topic, i.to_le_bytes()).expect("publish");
@@ -134,7 +196,11 @@ fn bench_client(c: &mut Criterion) {
         }
         times
     });
+    let mut slowest: Vec<_> = e2e.iter().copied().enumerate().collect();
+    slowest.sort_by_key(|&(_, t)| std::cmp::Reverse(t));
+    slowest.truncate(5);
     report("end to end agent publish -> customer event", e2e);
+    println!("  slowest (index, time): {slowest:?}");
 
     // The same call with the driver idle (no gateway reachable; each message is discarded
     // after the timed call): the SDK's own cost without contention for the engine lock.
@@ -152,6 +218,36 @@ fn bench_client(c: &mut Criterion) {
         times
     });
     report("publish call, driver idle (offline)", offline);
+
+    // The engine alone, on a thread with room for its by-value constructor.
+    let engine_only = std::thread::Builder::new()
+        .stack_size(4 * std::mem::size_of::<HostEngine>() + (1 << 20))
+        .spawn(|| {
+            let creds = Credentials::basic("nobody", PW).expect("credentials");
+            let cfg = EngineConfig::new("bench", creds);
+            let mut engine = Box::new(HostEngine::new(EngineInstant::ZERO, cfg, 7));
+            let epoch = Instant::now();
+            let head = Head {
+                mime: "",
+                reply_to: None,
+            };
+            let mut times = Vec::with_capacity(100_000);
+            for _ in 0..100_000 {
+                let now = EngineInstant::from_micros(epoch.elapsed().as_micros() as u64);
+                let t0 = Instant::now();
+                let id = engine
+                    .publish(now, "grpBench", head, &[b'x'; 100])
+                    .expect("publish");
+                times.push(t0.elapsed());
+                engine.discard(&id).expect("discard");
+                while engine.poll_event().is_some() {}
+            }
+            times
+        })
+        .expect("thread")
+        .join()
+        .expect("engine bench");
+    report("core engine publish alone (no SDK)", engine_only);
 
     let mut group = c.benchmark_group("client");
     group.bench_function("publish_call", |b| {

@@ -1,5 +1,5 @@
 //! The `kefu` command: `kefu gateway` serves; `kefu user add` and `kefu device add` manage
-//! accounts offline, in the same data folder.
+//! accounts offline, in the same data folder; `kefu chat` is the terminal client.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
+use kefu_host::gateway::config::TlsFiles;
 use kefu_host::gateway::context::now_ms;
 use kefu_host::gateway::policy::Policy;
 use kefu_host::gateway::{GatewayConfig, auth, names, server};
@@ -31,6 +32,22 @@ enum Command {
     /// Manage counter-terminal devices (offline, in the data folder).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Chat in the terminal: conversations, messages, receipts, agent desk commands. The
+    /// password comes from KEFU_PASSWORD or a prompt (not echoed).
+    Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// Login name.
+    #[arg(long)]
+    user: String,
+    /// Gateway URL: ws://, wss:// (TLS) or tcp:// (framed binary).
+    #[arg(long, default_value = "ws://127.0.0.1:6060", env = "KEFU_URL")]
+    url: String,
+    /// PEM file of extra CA certificates to trust for wss://.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -47,6 +64,13 @@ struct GatewayArgs {
     /// HTTP address: WebSocket, /metrics, /healthz.
     #[arg(long, default_value = "127.0.0.1:6060")]
     http: SocketAddr,
+    /// Serve the HTTP address over TLS (wss://, https://) with this PEM certificate chain
+    /// (leaf first). Needs --tls-key. The TCP address stays plain.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     /// TCP address for the framed binary protocol.
     #[arg(long, default_value = "127.0.0.1:6061")]
     tcp: SocketAddr,
@@ -148,6 +172,7 @@ fn main() -> ExitCode {
             Command::Device(DeviceCommand::Add { name, days, data }) => {
                 device_add(&data.data, name, days).await
             }
+            Command::Chat(args) => chat(args).await,
         }
     });
     match result {
@@ -173,6 +198,10 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
     };
     let cfg = GatewayConfig {
         http_addr: args.http,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
         tcp_addr: args.tcp,
         data_dir: args.data.data,
         max_content: args.max_content,
@@ -188,8 +217,10 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
     let running = server::start(cfg).await.map_err(|e| e.to_string())?;
     // One line on stdout for scripts and tests (ports may have been chosen by the OS).
     println!(
-        "kefu gateway listening: http={} tcp={}",
-        running.http_addr, running.tcp_addr
+        "kefu gateway listening: http={} tcp={}{}",
+        running.http_addr,
+        running.tcp_addr,
+        if running.tls { " tls=on" } else { "" }
     );
     let stopper = running.stopper();
     tokio::spawn(async move {
@@ -199,6 +230,21 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
     });
     running.wait().await;
     Ok(())
+}
+
+/// `kefu chat`: the password comes from `KEFU_PASSWORD` or a prompt without echo.
+async fn chat(args: ChatArgs) -> Result<(), String> {
+    let password = match std::env::var("KEFU_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => kefu_host::chat::prompt_password(&args.user)?,
+    };
+    kefu_host::chat::run(kefu_host::chat::ChatOptions {
+        url: args.url,
+        user: args.user,
+        password,
+        ca: args.ca,
+    })
+    .await
 }
 
 async fn wait_for_signal() {

@@ -504,3 +504,55 @@ async fn wrong_credentials_fail_connect_with_a_typed_error() {
         .unwrap_err();
     assert!(matches!(err, ClientError::BadUrl(_)));
 }
+
+#[tokio::test]
+async fn the_conversation_list_names_every_topic_with_its_unread_count() {
+    let gw = Gw::start().await;
+    let alice_id = account(&gw, "alice").await;
+    account(&gw, "bob").await;
+    account(&gw, "carol").await;
+    for (who, n) in [("bob", 2), ("carol", 1)] {
+        let c = client(&gw, who).await;
+        let mut s = c.subscribe(&alice_id).unwrap();
+        let mut last = None;
+        for i in 0..n {
+            last = Some(c.publish(&alice_id, format!("{who} {i}")).unwrap().id);
+        }
+        stored(&mut s, last.unwrap()).await;
+    }
+
+    // Alice's client has followed nothing yet; the gateway still lists both conversations.
+    let alice = client(&gw, "alice").await;
+    assert!(!alice.topics().iter().any(|t| t.starts_with("usr")));
+    let mut list = alice.conversations().await.expect("listed");
+    list.sort_by(|a, b| a.title.cmp(&b.title));
+    let summary: Vec<_> = list
+        .iter()
+        .map(|c| (c.title.as_str(), c.latest, c.read, c.unread))
+        .collect();
+    assert_eq!(summary, [("bob", 2, 0, 2), ("carol", 1, 0, 1)]);
+
+    // Read on this client, listed again (the second time with the token of the first).
+    let bob_topic = list[0].topic.clone();
+    let mut b = alice.subscribe_from(&bob_topic, 0, 0).unwrap();
+    incoming(&mut b, 2).await;
+    alice.mark_read(&bob_topic, 2).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let list = alice.conversations().await.expect("listed again");
+        let bob = list.iter().find(|c| c.topic == bob_topic).unwrap();
+        if bob.unread == 0 {
+            assert_eq!(bob.read, 2);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read mark never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        alice.messages(&bob_topic).len() == 2,
+        "listing does not disturb the session"
+    );
+}

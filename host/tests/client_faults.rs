@@ -314,12 +314,12 @@ async fn chat_works_over_websocket_and_mixed_transports() {
     nothing_more(&mut a).await;
     whole(&alice.messages(&bob_id), 20);
 
-    // A WebSocket URL with a wrong path never logs in: connect times out, typed.
+    // A WebSocket URL with a wrong path never logs in: connect gives up, saying why.
     let mut cfg = config(format!("ws://{}/nowhere", gw.http), "alice");
     cfg.request_timeout = Duration::from_millis(500);
     let err = Client::connect(cfg).await.unwrap_err();
     assert!(
-        matches!(err, kefu_host::client::ClientError::Timeout),
+        matches!(&err, kefu_host::client::ClientError::Connect(why) if why.contains("404")),
         "{err:?}"
     );
 }

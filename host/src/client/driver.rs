@@ -21,12 +21,13 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::config::Endpoint;
+use super::cut::FrameCut;
 use super::shared::{FRAME_BYTES, Inner, Shared, SharedRef};
 use super::transport::Conn;
 use super::types::{ClientEvent, MessageSnapshot, TopicEvent};
 
-/// Bytes offered to the engine per lock hold.
-const FEED_CHUNK: usize = 512;
+/// Bytes offered to the engine per lock hold at most (a frame is offered whole up to this).
+const FEED_MAX: usize = 4096;
 
 /// A topic event on its way into one subscription's channel.
 type Delivery = (mpsc::Sender<TopicEvent>, TopicEvent);
@@ -41,6 +42,8 @@ pub(crate) struct Driver {
     /// Bytes read and not yet taken by the engine: `input[pending]`.
     input: Vec<u8>,
     pending: Range<usize>,
+    /// Where the frames in `input` end: the engine is fed one frame per lock hold.
+    cut: FrameCut,
     /// Frame buffer for `poll_transmit`.
     frame: Vec<u8>,
     /// Deliveries taken from the engine, waiting for room in their channel.
@@ -70,6 +73,7 @@ impl Driver {
             conn: None,
             input: Vec::new(),
             pending: 0..0,
+            cut: FrameCut::default(),
             frame: vec![0; FRAME_BYTES],
             held: VecDeque::new(),
         }
@@ -94,7 +98,7 @@ impl Driver {
         if let Some(c) = self.conn.take() {
             c.close().await;
         }
-        let mut g = self.shared.lock();
+        let mut g = self.shared.lock_driver();
         g.routes.clear();
         g.replies.clear();
         let state = g.engine.state();
@@ -105,7 +109,7 @@ impl Driver {
     /// 1. `poll_command` until `None`.
     async fn commands(&mut self) {
         loop {
-            let cmd = self.shared.lock().engine.poll_command();
+            let cmd = self.shared.lock_driver().engine.poll_command();
             match cmd {
                 None => return,
                 Some(Command::Connect) => {
@@ -113,23 +117,30 @@ impl Driver {
                         c.close().await;
                     }
                     self.pending = 0..0;
+                    self.cut.reset();
                     let opened = tokio::time::timeout(
                         self.connect_timeout,
                         Conn::open(&self.endpoint, self.tls.as_ref()),
                     )
                     .await;
                     let now = self.shared.now();
-                    let mut g = self.shared.lock();
+                    let mut g = self.shared.lock_driver();
                     match opened {
                         Ok(Ok(c)) => {
                             self.conn = Some(c);
+                            g.connect_error = None;
                             g.engine.handle_connected(now);
                         }
                         Ok(Err(e)) => {
                             tracing::debug!("kefu client: connect failed: {e}");
+                            g.connect_error = Some(e.to_string());
                             g.engine.handle_connect_failed(now);
                         }
-                        Err(_) => g.engine.handle_connect_failed(now),
+                        Err(_) => {
+                            g.connect_error =
+                                Some(format!("no connection within {:?}", self.connect_timeout));
+                            g.engine.handle_connect_failed(now);
+                        }
                     }
                 }
                 Some(Command::Close) => {
@@ -146,8 +157,9 @@ impl Driver {
     fn lost(&mut self) {
         self.conn = None;
         self.pending = 0..0;
+        self.cut.reset();
         let now = self.shared.now();
-        self.shared.lock().engine.handle_disconnected(now);
+        self.shared.lock_driver().engine.handle_disconnected(now);
     }
 
     /// 2. `poll_transmit` until `None`, then write. False if the connection broke.
@@ -161,7 +173,7 @@ impl Driver {
             let now = self.shared.now();
             let n = self
                 .shared
-                .lock()
+                .lock_driver()
                 .engine
                 .poll_transmit(now, &mut self.frame);
             let Some(n) = n else { break };
@@ -191,7 +203,7 @@ impl Driver {
                     }
                 }
             }
-            let mut g = shared.lock();
+            let mut g = shared.lock_driver();
             let Some(ev) = g.engine.poll_event() else {
                 return true;
             };
@@ -199,25 +211,29 @@ impl Driver {
         }
     }
 
-    /// Offers the bytes read to the engine, at most [`FEED_CHUNK`] per lock hold (the main loop
-    /// drains events in between); how many it took.
+    /// Offers the next frame read (at most [`FEED_MAX`] bytes of it) to the engine in one lock
+    /// hold; the main loop drains events in between. How many bytes it took.
     fn feed(&mut self) -> usize {
         let now = self.shared.now();
-        let end = self.pending.end.min(self.pending.start + FEED_CHUNK);
-        let bytes = self.input.get(self.pending.start..end).unwrap_or_default();
-        let mut g = self.shared.lock();
+        let rest = self.input.get(self.pending.clone()).unwrap_or_default();
+        let bytes = rest
+            .get(..self.cut.next_len(rest, FEED_MAX))
+            .unwrap_or_default();
+        let mut g = self.shared.lock_driver();
         let taken = g.engine.handle_bytes(now, bytes).min(bytes.len());
+        drop(g);
+        self.cut.consumed(bytes.get(..taken).unwrap_or_default());
         self.pending.start += taken;
         taken
     }
 
     fn finished(&self) -> bool {
-        self.conn.is_none() && self.shared.lock().engine.error().is_some()
+        self.conn.is_none() && self.shared.lock_driver().engine.error().is_some()
     }
 
     /// 4. Sleep until the engine's timeout, bytes, a wake-up or room in a full subscription.
     async fn wait(&mut self) {
-        let deadline = self.shared.lock().engine.poll_timeout();
+        let deadline = self.shared.lock_driver().engine.poll_timeout();
         let at = deadline.and_then(|at| {
             self.shared
                 .epoch
@@ -263,7 +279,7 @@ impl Driver {
             Woke::Read(_) => self.lost(),
             Woke::Timer => {
                 let now = self.shared.now();
-                self.shared.lock().engine.handle_timeout(now);
+                self.shared.lock_driver().engine.handle_timeout(now);
             }
             Woke::Kick | Woke::Room => {}
         }

@@ -25,6 +25,11 @@ pub enum ClientError {
     /// The gateway answered the request with this non-success code.
     #[error("the gateway refused the request: {0}")]
     Refused(Code),
+    /// No connection came up within [`crate::client::ClientConfig::request_timeout`] of
+    /// [`crate::client::Client::connect`]; the last attempt failed like this (connection
+    /// refused, an untrusted TLS certificate, a WebSocket handshake refused...).
+    #[error("cannot reach the gateway: {0}")]
+    Connect(String),
     /// No answer in time: the first login during [`crate::client::Client::connect`], or a
     /// request that waits for the gateway's answer.
     #[error("timed out")]

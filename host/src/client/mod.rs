@@ -6,7 +6,11 @@
 //!   (`tcp://` framed binary, `ws://` or `wss://` binary WebSocket with rustls).
 //! - The engine sits behind a mutex shared by handles and driver, held only for engine calls:
 //!   [`Client::publish`] puts the message in the conversation and returns it at once (id,
-//!   virtual position, state `Queued`), then wakes the driver to send it.
+//!   virtual position, state `Queued`), then wakes the driver to send it. Handles take the lock
+//!   ahead of the driver, which holds it for one frame or one event at a time, so a `publish`
+//!   never waits behind a burst of received data.
+//! - [`Client::conversations`] lists the user's conversations (title, latest seq, read mark,
+//!   unread count) as the gateway knows them, also those this client never subscribed to.
 //! - Per-topic [`Subscription`]s are streams of [`TopicEvent`]s; dropping one leaves the topic.
 //!   [`Client::events`] streams [`ClientEvent`]s (connection state, unread counts, presence).
 //! - The engine acknowledges a received message only once the driver delivered it into the
@@ -41,6 +45,8 @@
 //! ```
 
 mod config;
+mod cut;
+mod directory;
 mod driver;
 mod error;
 mod shared;
@@ -49,6 +55,7 @@ mod transport;
 mod types;
 
 pub use config::{ClientConfig, Login};
+pub use directory::Conversation;
 pub use error::ClientError;
 pub use kefu_core::engine::{EngineError, Filter, SessionState};
 pub use kefu_core::id::MsgId;
@@ -69,6 +76,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
 use config::Endpoint;
+use directory::Directory;
 use driver::Driver;
 use shared::{Inner, Route, Shared, SharedRef, build_engine};
 
@@ -120,8 +128,9 @@ impl Client {
                 .error()
                 .map_or(ClientError::Closed, ClientError::Engine)),
             Err(_) => {
+                let why = client.shared.lock().connect_error.take();
                 client.close();
-                Err(ClientError::Timeout)
+                Err(why.map_or(ClientError::Timeout, ClientError::Connect))
             }
         }
     }
@@ -139,10 +148,20 @@ impl Client {
         let engine = tokio::task::spawn_blocking(move || build_engine(engine_cfg, seed))
             .await
             .map_err(|_| ClientError::Spawn(std::io::Error::other("engine build task failed")))??;
+        let directory = Directory::new(
+            endpoint.clone(),
+            tls.clone(),
+            config.login.clone(),
+            config.device.clone(),
+            config.lang.clone(),
+            config.connect_timeout,
+            config.request_timeout,
+        );
         let shared = Arc::new(Shared::new(
             engine,
             config.subscription_buffer,
             config.request_timeout,
+            directory,
         ));
         if config.subscribe_me {
             shared.lock().engine.subscribe("me")?;
@@ -358,6 +377,13 @@ impl Client {
     /// The user id this client is logged in as (empty before the first login).
     pub fn user(&self) -> String {
         self.shared.lock().engine.user().to_owned()
+    }
+
+    /// The user's conversations as the gateway lists them (every topic the user is subscribed
+    /// to, with title, latest seq, read mark and unread count), including topics this client
+    /// has not subscribed to. Asked over a short side connection; the session is not touched.
+    pub async fn conversations(&self) -> Result<Vec<Conversation>, ClientError> {
+        self.shared.directory.list().await
     }
 
     /// The names of the topics this client knows.

@@ -11,6 +11,9 @@ use kefu_core::delivery::DeliveryConfig;
 pub struct GatewayConfig {
     /// HTTP listener: WebSocket at `/v0/channels`, `/metrics`, `/healthz`.
     pub http_addr: SocketAddr,
+    /// Serve the HTTP listener over TLS (`wss://`, `https://`) with this certificate; plain
+    /// `ws://` / `http://` when `None`.
+    pub tls: Option<TlsFiles>,
     /// Raw TCP listener for the framed binary protocol.
     pub tcp_addr: SocketAddr,
     /// Folder holding the database and the token key.
@@ -43,6 +46,15 @@ pub struct GatewayConfig {
     pub durable: bool,
 }
 
+/// The PEM files of the HTTP listener's TLS certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM `CERTIFICATE` blocks).
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 impl GatewayConfig {
     /// Largest frame body accepted from a client: the content limit plus room for the rest
     /// of a `pub` (topic, ids, head).
@@ -55,6 +67,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            tls: None,
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 6061)),
             data_dir: PathBuf::from("kefu-data"),
             max_content: 16 * 1024,

@@ -6,9 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use super::auth::TokenKey;
 use super::config::GatewayConfig;
@@ -37,6 +39,9 @@ pub enum StartError {
     /// The token key could not be read or created.
     #[error("token key: {0}")]
     Key(String),
+    /// The TLS certificate or key could not be read or does not fit together.
+    #[error("tls: {0}")]
+    Tls(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,6 +89,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Where the TCP listener is bound.
     pub tcp_addr: SocketAddr,
+    /// Whether the HTTP listener speaks TLS (`wss://`, `https://`).
+    pub tls: bool,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -118,6 +125,10 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, StartError> {
     let mut desk = Desk::new(DeskConfig {
         max_load: cfg.max_agent_load,
     });
+    let tls = match &cfg.tls {
+        Some(files) => Some(http::tls_acceptor(&files.cert, &files.key).map_err(StartError::Tls)?),
+        None => None,
+    };
     let consults = store.open_consults().await?;
     desk.restore(consults.iter().filter_map(OpenConsult::from_record));
     let http_listener =
@@ -138,14 +149,33 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, StartError> {
     let tcp_addr = local_addr(&tcp_listener, cfg.tcp_addr)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx::new(store, policy, key, desk, cfg, shutdown_rx));
-    let task = tokio::spawn(serve(ctx, http_listener, tcp_listener));
-    tracing::info!(%http_addr, %tcp_addr, "kefu gateway listening");
+    let tls_on = tls.is_some();
+    let task = tokio::spawn(serve(ctx, http_listener, tls, tcp_listener));
+    tracing::info!(%http_addr, %tcp_addr, tls = tls_on, "kefu gateway listening");
     Ok(Running {
         http_addr,
         tcp_addr,
+        tls: tls_on,
         shutdown,
         task,
     })
+}
+
+/// Serves the HTTP router on `listener` (plain TCP or TLS) until shutdown.
+async fn serve_http<L>(ctx: Arc<Ctx<SqliteStore>>, listener: L)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let mut stop = ctx.shutdown.clone();
+    let served = axum::serve(listener, http::router(ctx))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "http listener failed");
+    }
 }
 
 fn local_addr(l: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, StartError> {
@@ -155,22 +185,28 @@ fn local_addr(l: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, StartErr
     })
 }
 
-async fn serve(ctx: Arc<Ctx<SqliteStore>>, http_listener: TcpListener, tcp_listener: TcpListener) {
+async fn serve(
+    ctx: Arc<Ctx<SqliteStore>>,
+    http_listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    tcp_listener: TcpListener,
+) {
     let sessions = ctx.sessions.clone();
     let mut stop = ctx.shutdown.clone();
-    let http_ctx = Arc::clone(&ctx);
-    let mut http_stop = ctx.shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        let app = http::router(http_ctx);
-        let served = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "http listener failed");
+    let http_task = match tls {
+        None => {
+            // Frames are small and latency matters: no Nagle delay (as on the TCP listener).
+            let listener = http_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(serve_http(Arc::clone(&ctx), listener))
         }
-    });
+        Some(acceptor) => {
+            let listener =
+                http::TlsListener::new(http_listener, acceptor, ctx.cfg.handshake_timeout);
+            tokio::spawn(serve_http(Arc::clone(&ctx), listener))
+        }
+    };
     loop {
         tokio::select! {
             accepted = tcp_listener.accept() => match accepted {
