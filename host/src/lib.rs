@@ -7,9 +7,11 @@
 //! | [`model`] | the stored message model shared by store and gateway |
 //! | [`client`] | the client SDK: a cloneable handle driving the core engine over TCP or WebSocket |
 //! | [`gateway`] | the IM gateway: sessions, topics, delivery, policy, metrics, listeners |
+//! | [`bench`] | `kefu bench`: the load generator (throughput, latency, connection scale) |
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod gateway;
 pub mod model;

@@ -1,5 +1,5 @@
 //! The `kefu` command: `kefu gateway` serves; `kefu user add` and `kefu device add` manage
-//! accounts offline, in the same data folder.
+//! accounts offline, in the same data folder; `kefu bench` drives a gateway and measures it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,9 @@ enum Command {
     /// Manage counter-terminal devices (offline, in the data folder).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Drive a gateway with publisher/subscriber pairs or idle connections and report
+    /// throughput, latency, CPU and memory.
+    Bench(kefu_host::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
             Command::Device(DeviceCommand::Add { name, days, data }) => {
                 device_add(&data.data, name, days).await
             }
+            Command::Bench(args) => kefu_host::bench::main(args).await,
         }
     });
     match result {
@@ -167,6 +171,8 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One file per connection: allow as many as the hard limit does.
+    kefu_host::bench::raise_open_files();
     let words = match &args.words {
         Some(path) => Policy::load_words(path).map_err(|e| format!("{}: {e}", path.display()))?,
         None => Vec::new(),
