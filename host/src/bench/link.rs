@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use kefu_core::frame::Deframer;
 use kefu_core::proto::{
-    self, Acc, AuthScheme, ClientPacket, Code, CtrlParams, Hi, Leave, ServerPacket, Sub,
+    self, Acc, AuthScheme, ClientPacket, Code, CtrlParams, Hi, Leave, Login, ServerPacket, Sub,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -83,6 +83,17 @@ impl Link {
             login: true,
         });
         self.expect("acc", packet, id, Code::CREATED).await
+    }
+
+    /// Logs in with a token.
+    pub async fn login_token(&mut self, token: &[u8]) -> Result<Answer, BenchError> {
+        let id = self.next_id();
+        let packet = ClientPacket::Login(Login {
+            id,
+            scheme: AuthScheme::Token,
+            secret: token,
+        });
+        self.expect("login", packet, id, Code::OK).await
     }
 
     /// Subscribes and attaches to `topic`, pushes starting after what arrives from now on.
