@@ -205,8 +205,6 @@ impl Sink {
 pub struct Measured {
     /// Delivered messages per second end to end.
     pub rate: f64,
-    /// Acknowledged publishes per second.
-    pub acked_rate: f64,
     /// Publish-to-arrival latency.
     pub latency: Percentiles,
     /// The server's CPU and memory.
@@ -230,11 +228,10 @@ pub async fn measure(
     let before = pid.as_deref().and_then(procstat::sample);
     tokio::time::sleep_until(clock.end.into()).await;
     let after = pid.as_deref().and_then(procstat::sample);
-    let mut acked = 0;
     let mut first_error = None;
     for p in publishers {
         match p.await.map_err(|e| e.to_string())? {
-            Ok(p) => acked += p.acked_in_window,
+            Ok(_) => {}
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -259,7 +256,6 @@ pub async fn measure(
     let secs = pattern.duration.as_secs_f64();
     Ok(Measured {
         rate: delivered as f64 / secs,
-        acked_rate: acked as f64 / secs,
         latency: latency.summary(),
         server: before.zip(after).map(|(a, b)| procstat::usage(&a, &b)),
         load,

@@ -145,7 +145,6 @@ async fn kefu(args: &Args, pattern: &Pattern, rate: Option<f64>) -> Result<Measu
     let r = pairs::run(&cfg).await.map_err(|e| e.to_string())?;
     Ok(Measured {
         rate: r.rate(),
-        acked_rate: r.acknowledged as f64 / r.elapsed.as_secs_f64(),
         latency: r.latency,
         server: r.gateway,
         load: r.load,
