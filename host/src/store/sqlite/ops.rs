@@ -71,9 +71,9 @@ pub(super) fn create_topic(
     let c = t.consult.as_ref();
     let mut st = conn
         .prepare_cached(
-            "INSERT INTO topics (name, kind, title, owner, created, latest, deleted, \
+            "INSERT INTO topics (name, kind, title, owner, created, deleted, \
              consult_customer, consult_agent, consult_desk, consult_state, consult_opened) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(map)?;
     st.execute(params![
@@ -165,7 +165,10 @@ pub(super) fn update_topic(conn: &Connection, name: &str, u: TopicUpdate) -> Sto
 /// The topic's latest seq, or [`StoreError::NotFound`] if it does not exist or is deleted.
 fn live_latest(conn: &Connection, topic: &str) -> StoreResult<u64> {
     let row: Option<(i64, bool)> = conn
-        .prepare_cached("SELECT latest, deleted FROM topics WHERE name = ?1")
+        .prepare_cached(
+            "SELECT (SELECT ifnull(max(seq), 0) FROM messages WHERE topic = ?1), deleted \
+             FROM topics WHERE name = ?1",
+        )
         .map_err(map)?
         .query_row([topic], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
@@ -260,10 +263,6 @@ pub(super) fn append(conn: &Connection, m: NewMessage) -> StoreResult<Appended> 
         m.content
     ])
     .map_err(map)?;
-    conn.prepare_cached("UPDATE topics SET latest = ?2 WHERE name = ?1")
-        .map_err(map)?
-        .execute(params![m.topic, int(seq)])
-        .map_err(map)?;
     Ok(Appended {
         seq,
         ts: m.ts,

@@ -24,7 +24,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Version 1: accounts, topics (with their latest seq and consultation columns), subscriptions
 /// with marks, messages (tombstoned in place) and per-user hidden ranges.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 CREATE TABLE users (
     id         TEXT PRIMARY KEY,
     login      TEXT NOT NULL UNIQUE,
@@ -84,7 +84,10 @@ CREATE TABLE hidden (
 
 /// Version 2: the duplicate check's index leads with the message id instead of the topic. Ids
 /// start with their millisecond timestamp, so new entries of every topic land together at the
-/// end of the index: a commit dirties a page or two of it instead of one per topic.
+/// end of the index: a commit dirties a page or two of it instead of one per topic. And a
+/// topic's latest seq is no longer a column to update with every append (a page per topic per
+/// commit, and a second write that made appends need a savepoint): it is the highest seq in
+/// `messages`, one index seek away.
 const V2: &str = r#"
 CREATE TABLE messages_v2 (
     topic    TEXT NOT NULL REFERENCES topics (name) ON DELETE CASCADE,
@@ -103,6 +106,7 @@ INSERT INTO messages_v2 (topic, seq, msg_id, "from", ts, mime, reply_to, content
     SELECT topic, seq, msg_id, "from", ts, mime, reply_to, content, deleted FROM messages;
 DROP TABLE messages;
 ALTER TABLE messages_v2 RENAME TO messages;
+ALTER TABLE topics DROP COLUMN latest;
 "#;
 
 /// Opens one connection to `path` and applies the per-connection pragmas.

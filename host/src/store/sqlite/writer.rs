@@ -1,6 +1,7 @@
 //! The writer thread: the only connection that writes. It takes the first queued command,
 //! drains what else is queued (up to `max_batch`), runs them all in one transaction, each inside
-//! its own SAVEPOINT so that a failing command fails alone, commits once, and only then answers
+//! its own SAVEPOINT (appends excepted: their one write statement is atomic by itself) so that
+//! a failing command fails alone, commits once, and only then answers
 //! them all (group commit: while one commit syncs, the next batch queues). After a commit it
 //! nudges the checkpointer (see `checkpoint`), so copying the WAL back into the database never
 //! holds up a commit.
@@ -22,6 +23,8 @@ pub(super) trait WriteJob: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Ran;
     /// Answers without running: the batch failed before this command's turn.
     fn fail(self: Box<Self>, err: StoreError);
+    /// Whether this is an append (see [`Op::append`]).
+    fn is_append(&self) -> bool;
 }
 
 /// A command that ran: whether it succeeded and how to answer once the commit is decided.
@@ -45,7 +48,8 @@ pub(super) struct Op<T, F> {
     pub(super) f: F,
     /// Where the answer goes.
     pub(super) tx: oneshot::Sender<StoreResult<T>>,
-    /// Whether this is an append.
+    /// Whether this is an append. An append writes with one statement, after its checks, and
+    /// SQLite undoes a failed statement by itself: it runs without a savepoint of its own.
     pub(super) append: bool,
 }
 
@@ -67,6 +71,10 @@ where
     fn fail(self: Box<Self>, err: StoreError) {
         // The caller may have gone away; nobody is left to tell.
         let _ = self.tx.send(Err(err));
+    }
+
+    fn is_append(&self) -> bool {
+        self.append
     }
 }
 
@@ -129,7 +137,8 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
     let mut ran: Vec<Ran> = Vec::with_capacity(jobs.len());
     let mut abort: Option<StoreError> = None;
     for job in jobs.by_ref() {
-        if let Err(e) = exec(conn, "SAVEPOINT cmd") {
+        let own_savepoint = !job.is_append();
+        if own_savepoint && let Err(e) = exec(conn, "SAVEPOINT cmd") {
             let e = map(e);
             job.fail(copy_error(&e));
             abort = Some(e);
@@ -148,7 +157,9 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
             break;
         }
         ran.push(done);
-        let end = if ok {
+        let end = if !own_savepoint {
+            Ok(())
+        } else if ok {
             exec(conn, "RELEASE cmd")
         } else {
             exec(conn, "ROLLBACK TO cmd").and_then(|()| exec(conn, "RELEASE cmd"))

@@ -71,8 +71,6 @@ impl Clock {
 /// What one publisher did.
 #[derive(Debug, Default)]
 pub struct Published {
-    /// Acknowledgements received inside the interval.
-    pub acked_in_window: u64,
     /// Messages acknowledged over the whole run (counts 1..=this).
     pub acked: u64,
 }

@@ -121,9 +121,6 @@ async fn publish(
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 in_flight -= 1;
                 done.acked += 1;
-                if clock.measuring(std::time::Instant::now()) {
-                    done.acked_in_window += 1;
-                }
             }
             Ok(_) => {}
             Err(e) => return Err(format!("mqtt publisher: {e}")),
