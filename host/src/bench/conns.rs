@@ -137,12 +137,19 @@ async fn connect(url: &str, token: &[u8]) -> Result<Ws, BenchError> {
 }
 
 /// Sends `packet` as one binary message and waits for the `ctrl` with `id`.
-async fn call(ws: &mut Ws, packet: &ClientPacket<'_>, id: u32, want: Code) -> Result<(), BenchError> {
+async fn call(
+    ws: &mut Ws,
+    packet: &ClientPacket<'_>,
+    id: u32,
+    want: Code,
+) -> Result<(), BenchError> {
     let mut buf = vec![0u8; 1024];
     let n = proto::encode_client(packet, &mut buf)
         .map_err(|e| BenchError::Protocol(format!("cannot encode: {e:?}")))?;
     buf.truncate(n);
-    ws.send(Message::Binary(buf.into())).await.map_err(ws_error)?;
+    ws.send(Message::Binary(buf.into()))
+        .await
+        .map_err(ws_error)?;
     while let Some(msg) = ws.next().await {
         let Message::Binary(bytes) = msg.map_err(ws_error)? else {
             continue;

@@ -102,7 +102,10 @@ mod tests {
         assert!((499..=501).contains(&s.p50.as_micros()), "{s:?}");
         assert!((989..=991).contains(&s.p99.as_micros()), "{s:?}");
         // Clamped to a minute, give or take the histogram's 3 significant figures.
-        assert!(s.max.abs_diff(Duration::from_secs(60)) < Duration::from_millis(60), "{s:?}");
+        assert!(
+            s.max.abs_diff(Duration::from_secs(60)) < Duration::from_millis(60),
+            "{s:?}"
+        );
         assert_eq!(ms(Duration::from_micros(1234)), "1.23");
     }
 }

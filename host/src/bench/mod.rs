@@ -119,12 +119,17 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
         Some(_) => None,
         None => {
             let exe = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
-            Some(process::GatewayProcess::start(&exe, &args.data_parent).map_err(|e| e.to_string())?)
+            Some(
+                process::GatewayProcess::start(&exe, &args.data_parent)
+                    .map_err(|e| e.to_string())?,
+            )
         }
     };
     let tcp = args.tcp.or(started.as_ref().map(|g| g.tcp));
     let http = args.http.or(started.as_ref().map(|g| g.http));
-    let pid = args.pid.or(started.as_ref().map(process::GatewayProcess::pid));
+    let pid = args
+        .pid
+        .or(started.as_ref().map(process::GatewayProcess::pid));
     let tcp = tcp.ok_or("no gateway address")?;
     if let Some(n) = args.connections {
         let http = http.ok_or("--connections needs the gateway's --http address")?;
@@ -194,9 +199,10 @@ fn print_pairs(cfg: &pairs::PairsConfig, r: &pairs::PairsReport, json: bool) {
         println!("{v}");
         return;
     }
-    let rate = cfg
-        .rate
-        .map_or_else(|| "as fast as the windows allow".to_owned(), |r| format!("{r:.0} msg/s offered"));
+    let rate = cfg.rate.map_or_else(
+        || "as fast as the windows allow".to_owned(),
+        |r| format!("{r:.0} msg/s offered"),
+    );
     println!(
         "kefu bench: {} pairs, window {}, {}-byte messages, {:.1} s measured, {rate}",
         cfg.pairs,
@@ -235,7 +241,11 @@ fn print_pairs(cfg: &pairs::PairsConfig, r: &pairs::PairsReport, json: bool) {
         );
     }
     if let Some(g) = r.generator {
-        println!("generator   CPU {:.2} cores, RSS {} MiB", g.cores, mib(g.rss));
+        println!(
+            "generator   CPU {:.2} cores, RSS {} MiB",
+            g.cores,
+            mib(g.rss)
+        );
     }
 }
 

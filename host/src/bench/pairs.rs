@@ -19,10 +19,10 @@ use kefu_core::rng::SplitMix64;
 use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 
+use super::BenchError;
 use super::latency::{Latency, Percentiles};
 use super::link::{Frame, Link, Reader, Writer};
 use super::procstat::{self, Usage};
-use super::BenchError;
 
 /// Bytes of the payload taken by the send time stamp.
 const STAMP: usize = 8;
@@ -134,10 +134,14 @@ struct Received {
 /// Sets up the pairs, runs the load, checks every acknowledged message arrived, reports.
 pub async fn run(cfg: &PairsConfig) -> Result<PairsReport, BenchError> {
     if cfg.pairs == 0 || cfg.window == 0 {
-        return Err(BenchError::Config("pairs and window must be at least 1".into()));
+        return Err(BenchError::Config(
+            "pairs and window must be at least 1".into(),
+        ));
     }
     if cfg.size < STAMP {
-        return Err(BenchError::Config(format!("size must be at least {STAMP} bytes")));
+        return Err(BenchError::Config(format!(
+            "size must be at least {STAMP} bytes"
+        )));
     }
     let load = procstat::load_average();
     let users = accounts(cfg.tcp, cfg.pairs).await?;
@@ -172,7 +176,13 @@ pub async fn run(cfg: &PairsConfig) -> Result<PairsReport, BenchError> {
             seed,
         };
         publishers.push(tokio::spawn(publish(pr, pw, job, clock, final_tx)));
-        subscribers.push(tokio::spawn(subscribe(sr, sw, pair.sub_topic, clock, final_rx)));
+        subscribers.push(tokio::spawn(subscribe(
+            sr,
+            sw,
+            pair.sub_topic,
+            clock,
+            final_rx,
+        )));
     }
 
     let pid = cfg.gateway_pid.map(|p| p.to_string());
@@ -190,8 +200,12 @@ pub async fn run(cfg: &PairsConfig) -> Result<PairsReport, BenchError> {
         latency: Percentiles::default(),
         total: 0,
         redelivered: 0,
-        gateway: gw_before.zip(gw_after).map(|(a, b)| procstat::usage(&a, &b)),
-        generator: me_before.zip(me_after).map(|(a, b)| procstat::usage(&a, &b)),
+        gateway: gw_before
+            .zip(gw_after)
+            .map(|(a, b)| procstat::usage(&a, &b)),
+        generator: me_before
+            .zip(me_after)
+            .map(|(a, b)| procstat::usage(&a, &b)),
         load,
     };
     let mut first_error = None;
@@ -266,7 +280,11 @@ fn peers(n: usize) -> impl Iterator<Item = (usize, usize)> {
 
 /// Connects both sides of a pair and logs them in; the publisher subscribes to their
 /// one-to-one topic and detaches (it gets no pushes), the subscriber attaches.
-async fn set_up(tcp: SocketAddr, publisher: &Account, subscriber: &Account) -> Result<Pair, BenchError> {
+async fn set_up(
+    tcp: SocketAddr,
+    publisher: &Account,
+    subscriber: &Account,
+) -> Result<Pair, BenchError> {
     let mut p = Link::connect(tcp).await?;
     p.hi().await?;
     p.login_token(&publisher.token).await?;
@@ -374,7 +392,12 @@ async fn publish(
                 continue;
             };
             match (c.code, c.params) {
-                (Code::ACCEPTED, CtrlParams::Pub { seq, dup: false, .. }) => {
+                (
+                    Code::ACCEPTED,
+                    CtrlParams::Pub {
+                        seq, dup: false, ..
+                    },
+                ) => {
                     in_flight = in_flight.saturating_sub(1);
                     // Answers to pubs in flight together may come in any order; the seqs
                     // they carry must fill 1, 2, 3, ... with nothing twice.

@@ -87,12 +87,7 @@ pub struct SessionLink {
 
 impl SessionLink {
     /// A link to a session woken through `wake` and fed through `events`.
-    pub fn new(
-        id: SessionId,
-        user: Arc<str>,
-        wake: Arc<Notify>,
-        events: Arc<EventQueue>,
-    ) -> Self {
+    pub fn new(id: SessionId, user: Arc<str>, wake: Arc<Notify>, events: Arc<EventQueue>) -> Self {
         SessionLink {
             id,
             user,

@@ -128,8 +128,12 @@ impl SqliteStore {
     pub fn open(path: &Path, cfg: SqliteConfig) -> StoreResult<SqliteStore> {
         let mut conn = schema::connect(path, cfg.sync)?;
         schema::migrate(&mut conn)?;
-        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_FALLBACK_PAGES)
-            .map_err(schema::map)?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpoint::WRITER_FALLBACK_PAGES,
+        )
+        .map_err(schema::map)?;
         let checkpoint_conn = schema::connect(path, cfg.sync)?;
         let mut reader_conns = Vec::new();
         for _ in 0..cfg.readers.max(1) {

@@ -147,7 +147,10 @@ impl Sink {
         let st = &mut *guard;
         let taken = match self.clock.read(payload) {
             Some((sent, count)) => st.got.take(&self.clock, st.held, count, sent, now),
-            None => Err(format!("a payload of {} bytes without its stamp", payload.len())),
+            None => Err(format!(
+                "a payload of {} bytes without its stamp",
+                payload.len()
+            )),
         };
         match taken {
             Ok(held) => {
@@ -192,7 +195,10 @@ impl Sink {
             return Err(e);
         }
         if waited.is_err() {
-            return Err(format!("only {} messages arrived before the deadline", st.held));
+            return Err(format!(
+                "only {} messages arrived before the deadline",
+                st.held
+            ));
         }
         Ok(std::mem::take(&mut st.got))
     }

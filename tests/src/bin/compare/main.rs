@@ -208,7 +208,11 @@ fn print(rows: &[Row], half: Option<&(f64, Result<Measured, String>)>) {
         }
     }
     for r in rows {
-        for (name, m) in [("kefu", &r.kefu), ("mosquitto", &r.mqtt), ("JetStream", &r.nats)] {
+        for (name, m) in [
+            ("kefu", &r.kefu),
+            ("mosquitto", &r.mqtt),
+            ("JetStream", &r.nats),
+        ] {
             if let Err(e) = m {
                 println!(
                     "{name}, {} x {}: FAILED: {e}",

@@ -11,7 +11,11 @@ use tokio::sync::oneshot;
 use crate::common::{Clock, DRAIN, Measured, Pattern, Published, Sink, measure};
 
 /// Runs `pattern` against the broker at `addr` (process `pid`).
-pub async fn run(addr: SocketAddr, pid: Option<u32>, pattern: &Pattern) -> Result<Measured, String> {
+pub async fn run(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    pattern: &Pattern,
+) -> Result<Measured, String> {
     let load = kefu_host::bench::procstat::load_average();
     let tag = format!("{:08x}", rand_tag());
     let mut pairs = Vec::new();

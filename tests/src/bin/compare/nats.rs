@@ -17,7 +17,11 @@ use crate::common::{Clock, DRAIN, Measured, Pattern, Published, Sink, measure};
 const STREAM: &str = "KEFU_BENCH";
 
 /// Runs `pattern` against the server at `addr` (process `pid`).
-pub async fn run(addr: SocketAddr, pid: Option<u32>, pattern: &Pattern) -> Result<Measured, String> {
+pub async fn run(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    pattern: &Pattern,
+) -> Result<Measured, String> {
     let load = kefu_host::bench::procstat::load_average();
     let tag = format!("{:08x}", crate::mqtt::rand_tag());
     let setup = async_nats::connect(addr.to_string())
