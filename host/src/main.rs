@@ -1,5 +1,6 @@
 //! The `kefu` command: `kefu gateway` serves; `kefu user add` and `kefu device add` manage
-//! accounts offline, in the same data folder; `kefu chat` is the terminal client.
+//! accounts offline, in the same data folder; `kefu chat` is the terminal client; `kefu bench`
+//! drives a gateway and measures it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ enum Command {
     /// Manage counter-terminal devices (offline, in the data folder).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Drive a gateway with publisher/subscriber pairs or idle connections and report
+    /// throughput, latency, CPU and memory.
+    Bench(kefu_host::bench::BenchArgs),
     /// Chat in the terminal: conversations, messages, receipts, agent desk commands. The
     /// password comes from KEFU_PASSWORD or a prompt (not echoed).
     Chat(ChatArgs),
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
                 device_add(&data.data, name, days).await
             }
             Command::Chat(args) => chat(args).await,
+            Command::Bench(args) => kefu_host::bench::main(args).await,
         }
     });
     match result {
@@ -192,6 +197,8 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One file per connection: allow as many as the hard limit does.
+    kefu_host::bench::raise_open_files();
     let words = match &args.words {
         Some(path) => Policy::load_words(path).map_err(|e| format!("{}: {e}", path.display()))?,
         None => Vec::new(),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::names;
 use super::wire::{Out, PresWhat};
@@ -38,6 +38,40 @@ pub enum Event {
     },
 }
 
+/// A session's queue of events from outside its task: bounded, and holding no memory while
+/// empty (an idle connection should cost as little as possible). The session drains it when
+/// woken.
+#[derive(Debug)]
+pub struct EventQueue {
+    queue: Mutex<VecDeque<Event>>,
+    capacity: usize,
+}
+
+impl EventQueue {
+    /// A queue that takes at most `capacity` events before refusing more.
+    pub fn new(capacity: usize) -> EventQueue {
+        EventQueue {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Queues `event`; false if the queue is full.
+    fn push(&self, event: Event) -> bool {
+        let mut q = lock(&self.queue);
+        if q.len() >= self.capacity {
+            return false;
+        }
+        q.push_back(event);
+        true
+    }
+
+    /// Everything queued, oldest first; the queue's memory goes with it.
+    pub fn take(&self) -> VecDeque<Event> {
+        std::mem::take(&mut *lock(&self.queue))
+    }
+}
+
 /// A handle on a session: wake it, or queue an event for it. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SessionLink {
@@ -48,17 +82,12 @@ pub struct SessionLink {
     /// Whether the session is attached to its user's `me` channel.
     pub me: Arc<AtomicBool>,
     wake: Arc<Notify>,
-    events: mpsc::Sender<Event>,
+    events: Arc<EventQueue>,
 }
 
 impl SessionLink {
     /// A link to a session woken through `wake` and fed through `events`.
-    pub fn new(
-        id: SessionId,
-        user: Arc<str>,
-        wake: Arc<Notify>,
-        events: mpsc::Sender<Event>,
-    ) -> Self {
+    pub fn new(id: SessionId, user: Arc<str>, wake: Arc<Notify>, events: Arc<EventQueue>) -> Self {
         SessionLink {
             id,
             user,
@@ -76,7 +105,11 @@ impl SessionLink {
     /// Queues an event; false if the session's queue is full or closed (a slow or gone
     /// session loses best-effort notices, never stored messages).
     pub fn send(&self, event: Event) -> bool {
-        self.events.try_send(event).is_ok()
+        let queued = self.events.push(event);
+        if queued {
+            self.wake.notify_one();
+        }
+        queued
     }
 }
 

@@ -167,7 +167,7 @@ impl<S: Store, C: Conn> Session<S, C> {
             self.id,
             Arc::clone(&uid),
             Arc::clone(&self.wake),
-            self.events_tx.clone(),
+            Arc::clone(&self.events),
         );
         if self.ctx.hub.session_up(link.clone()) {
             let ctx = Arc::clone(&self.ctx);

@@ -39,7 +39,7 @@ use tokio::sync::{Notify, mpsc};
 use super::binary;
 use super::conn::{Conn, Inbound, Unit};
 use super::context::Ctx;
-use super::hub::{Event, SessionId, SessionLink, Topic};
+use super::hub::{Event, EventQueue, SessionId, SessionLink, Topic};
 use super::json::JsonCodec;
 use super::metrics::Transport;
 use super::policy::RateLimiter;
@@ -114,8 +114,7 @@ pub struct Session<S: Store, C: Conn> {
     phase: Phase,
     device: String,
     wake: Arc<Notify>,
-    events_tx: mpsc::Sender<Event>,
-    events: mpsc::Receiver<Event>,
+    events: Arc<EventQueue>,
     attached: HashMap<String, Attached>,
     me_attached: bool,
     rate: RateLimiter,
@@ -140,7 +139,7 @@ pub struct Session<S: Store, C: Conn> {
 impl<S: Store, C: Conn> Session<S, C> {
     /// A session for a connection that just opened.
     pub fn new(ctx: Arc<Ctx<S>>, transport: Transport, conn: C) -> Self {
-        let (events_tx, events) = mpsc::channel(ctx.cfg.event_queue.max(1));
+        let events = Arc::new(EventQueue::new(ctx.cfg.event_queue));
         let now = Instant::now();
         Session {
             id: ctx.hub.session_id(),
@@ -152,7 +151,6 @@ impl<S: Store, C: Conn> Session<S, C> {
             phase: Phase::Connected,
             device: String::new(),
             wake: Arc::new(Notify::new()),
-            events_tx,
             events,
             attached: HashMap::new(),
             me_attached: false,
@@ -222,18 +220,21 @@ impl<S: Store, C: Conn> Session<S, C> {
                     // last request, not from when it arrived (hashing a password takes time).
                     self.last_heard = Instant::now();
                 }
-                () = self.wake.notified() => {}
-                Some(event) = self.events.recv() => match event {
-                    Event::Out(out) => self.on_event(out),
-                    Event::Detach { topic, notice } => {
-                        self.detach(&topic);
-                        self.outq.push(notice);
+                () = self.wake.notified() => {
+                    for event in self.events.take() {
+                        match event {
+                            Event::Out(out) => self.on_event(out),
+                            Event::Detach { topic, notice } => {
+                                self.detach(&topic);
+                                self.outq.push(notice);
+                            }
+                            Event::Close(out) => {
+                                self.outq.push(out);
+                                return End::Close("closed by the gateway");
+                            }
+                        }
                     }
-                    Event::Close(out) => {
-                        self.outq.push(out);
-                        return End::Close("closed by the gateway");
-                    }
-                },
+                }
                 Some(done) = self.commits.next(), if !self.commits.is_empty() => {
                     self.outq.push(done.out);
                 }
@@ -409,6 +410,8 @@ impl<S: Store, C: Conn> Session<S, C> {
             });
             return;
         }
+        // Handlers that wait are boxed: the session task is as large as its largest
+        // in-line future, and every connection, idle or not, holds its task.
         match req {
             Req::Hi {
                 id, ver, device, ..
@@ -419,15 +422,15 @@ impl<S: Store, C: Conn> Session<S, C> {
                 secret,
                 name,
                 login,
-            } => self.acc(id, scheme, secret, name, login).await,
-            Req::Login { id, scheme, secret } => self.login(id, scheme, secret).await,
+            } => Box::pin(self.acc(id, scheme, secret, name, login)).await,
+            Req::Login { id, scheme, secret } => Box::pin(self.login(id, scheme, secret)).await,
             Req::Sub {
                 id,
                 topic,
                 since,
                 get,
-            } => self.sub(id, topic, since, get).await,
-            Req::Leave { id, topic, unsub } => self.leave(id, topic, unsub).await,
+            } => Box::pin(self.sub(id, topic, since, get)).await,
+            Req::Leave { id, topic, unsub } => Box::pin(self.leave(id, topic, unsub)).await,
             Req::Pub {
                 id,
                 topic,
@@ -435,12 +438,14 @@ impl<S: Store, C: Conn> Session<S, C> {
                 head,
                 content,
                 noecho,
-            } => self.publish(id, topic, msg_id, head, content, noecho).await,
-            Req::Get { id, topic, what } => self.get(id, &topic, what).await,
-            Req::Set { id, topic, what } => self.set(id, topic, what).await,
-            Req::Del { id, topic, what } => self.del(id, topic, what).await,
-            Req::Note { topic, what, seq } => self.note(topic, what, seq).await,
-            Req::Action { id, what } => self.action(id, what).await,
+            } => {
+                Box::pin(self.publish(id, topic, msg_id, head, content, noecho)).await;
+            }
+            Req::Get { id, topic, what } => Box::pin(self.get(id, &topic, what)).await,
+            Req::Set { id, topic, what } => Box::pin(self.set(id, topic, what)).await,
+            Req::Del { id, topic, what } => Box::pin(self.del(id, topic, what)).await,
+            Req::Note { topic, what, seq } => Box::pin(self.note(topic, what, seq)).await,
+            Req::Action { id, what } => Box::pin(self.action(id, what)).await,
             Req::Ack { topic, seq } => self.ack(&topic, seq),
         }
     }

@@ -10,10 +10,12 @@
 //! |---|---|
 //! | `schema` | pragmas, versioned schema, error mapping |
 //! | `writer` | the writer thread: batches, savepoints, group commit |
+//! | `checkpoint` | the checkpointer thread: WAL back into the database, off the commit path |
 //! | `reader` | the reader pool |
 //! | `ops` | the write commands' SQL |
 //! | `rows` | the read queries and row decoding |
 
+mod checkpoint;
 mod ops;
 mod reader;
 mod rows;
@@ -126,6 +128,13 @@ impl SqliteStore {
     pub fn open(path: &Path, cfg: SqliteConfig) -> StoreResult<SqliteStore> {
         let mut conn = schema::connect(path, cfg.sync)?;
         schema::migrate(&mut conn)?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpoint::WRITER_FALLBACK_PAGES,
+        )
+        .map_err(schema::map)?;
+        let checkpoint_conn = schema::connect(path, cfg.sync)?;
         let mut reader_conns = Vec::new();
         for _ in 0..cfg.readers.max(1) {
             let c = schema::connect(path, cfg.sync)?;
@@ -135,13 +144,17 @@ impl SqliteStore {
         }
         let counters = Arc::new(Counters::default());
         let (wtx, wrx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let (nudge_tx, nudge_rx) = mpsc::sync_channel::<()>(1);
         let (rtx, rrx) = mpsc::channel::<ReadJob>();
         let rrx = Arc::new(Mutex::new(rrx));
         let mut threads = Vec::new();
         let spawned = (|| {
             let c = Arc::clone(&counters);
             threads.push(spawn("kefu-store-writer".into(), move || {
-                writer::run(conn, wrx, cfg.max_batch, c)
+                writer::run(conn, wrx, cfg.max_batch, c, nudge_tx)
+            })?);
+            threads.push(spawn("kefu-store-checkpoint".into(), move || {
+                checkpoint::run(checkpoint_conn, nudge_rx)
             })?);
             for (i, rc) in reader_conns.into_iter().enumerate() {
                 let rx = Arc::clone(&rrx);

@@ -71,9 +71,9 @@ pub(super) fn create_topic(
     let c = t.consult.as_ref();
     let mut st = conn
         .prepare_cached(
-            "INSERT INTO topics (name, kind, title, owner, created, latest, deleted, \
+            "INSERT INTO topics (name, kind, title, owner, created, deleted, \
              consult_customer, consult_agent, consult_desk, consult_state, consult_opened) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(map)?;
     st.execute(params![
@@ -165,7 +165,10 @@ pub(super) fn update_topic(conn: &Connection, name: &str, u: TopicUpdate) -> Sto
 /// The topic's latest seq, or [`StoreError::NotFound`] if it does not exist or is deleted.
 fn live_latest(conn: &Connection, topic: &str) -> StoreResult<u64> {
     let row: Option<(i64, bool)> = conn
-        .prepare_cached("SELECT latest, deleted FROM topics WHERE name = ?1")
+        .prepare_cached(
+            "SELECT (SELECT ifnull(max(seq), 0) FROM messages WHERE topic = ?1), deleted \
+             FROM topics WHERE name = ?1",
+        )
         .map_err(map)?
         .query_row([topic], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
@@ -223,51 +226,49 @@ pub(super) fn set_marks(
     }
 }
 
-/// Stores a message at the next seq, or finds it by (topic, msg_id).
+/// Stores a message at the next seq, or finds it by (topic, msg_id). The insert itself is the
+/// duplicate check (it does nothing on a conflict with the unique (msg_id, topic) index), so a
+/// new message costs one statement besides the topic lookup; only a repeat reads its row.
 pub(super) fn append(conn: &Connection, m: NewMessage) -> StoreResult<Appended> {
     let latest = live_latest(conn, &m.topic)?;
     let id = m.msg_id.as_bytes().as_slice();
-    let found: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT seq, ts FROM messages WHERE topic = ?1 AND msg_id = ?2")
-        .map_err(map)?
-        .query_row(params![m.topic, id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(map)?;
-    if let Some((seq, ts)) = found {
-        return Ok(Appended {
-            seq: uint(seq)?,
-            ts: uint(ts)?,
-            dup: true,
-        });
-    }
     let seq = latest
         .checked_add(1)
         .filter(|s| i64::try_from(*s).is_ok())
         .ok_or_else(|| StoreError::Failed(format!("topic {:?} ran out of seqs", m.topic)))?;
-    conn.prepare_cached(
-        "INSERT INTO messages (topic, seq, msg_id, \"from\", ts, mime, reply_to, content) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .map_err(map)?
-    .execute(params![
-        m.topic,
-        int(seq),
-        id,
-        m.from,
-        int(m.ts),
-        m.head.mime,
-        m.head.reply_to.map(int),
-        m.content
-    ])
-    .map_err(map)?;
-    conn.prepare_cached("UPDATE topics SET latest = ?2 WHERE name = ?1")
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (topic, seq, msg_id, \"from\", ts, mime, reply_to, content) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (msg_id, topic) DO NOTHING",
+        )
         .map_err(map)?
-        .execute(params![m.topic, int(seq)])
+        .execute(params![
+            m.topic,
+            int(seq),
+            id,
+            m.from,
+            int(m.ts),
+            m.head.mime,
+            m.head.reply_to.map(int),
+            m.content
+        ])
+        .map_err(map)?;
+    if inserted == 1 {
+        return Ok(Appended {
+            seq,
+            ts: m.ts,
+            dup: false,
+        });
+    }
+    let (seq, ts): (i64, i64) = conn
+        .prepare_cached("SELECT seq, ts FROM messages WHERE topic = ?1 AND msg_id = ?2")
+        .map_err(map)?
+        .query_row(params![m.topic, id], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(map)?;
     Ok(Appended {
-        seq,
-        ts: m.ts,
-        dup: false,
+        seq: uint(seq)?,
+        ts: uint(ts)?,
+        dup: true,
     })
 }
 

@@ -11,9 +11,12 @@ use crate::store::{Consult, StoreError, StoreResult, Subscription, TopicRecord, 
 
 /// Columns of a user row, in the order [`user_row`] reads them.
 const USER_COLS: &str = "id, login, name, pass_hash, role, token_gen, created";
-/// Columns of a topic row, in the order [`topic_row`] reads them.
-const TOPIC_COLS: &str = "name, kind, title, owner, created, latest, deleted, consult_customer, \
-                          consult_agent, consult_desk, consult_state, consult_opened";
+/// Columns of a topic row, in the order [`topic_row`] reads them. The latest seq is the
+/// topic's highest stored seq (one index seek; tombstones keep their rows).
+const TOPIC_COLS: &str = "name, kind, title, owner, created, \
+                          (SELECT ifnull(max(seq), 0) FROM messages WHERE topic = topics.name), \
+                          deleted, consult_customer, consult_agent, consult_desk, consult_state, \
+                          consult_opened";
 /// Columns of a subscription row, in the order [`sub_row`] reads them.
 const SUB_COLS: &str = "topic, user, mode, read, recv, created";
 

@@ -10,14 +10,21 @@ use super::SyncMode;
 use crate::store::{ConsultState, Role, StoreError, StoreResult, TopicKind};
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
+
+/// Page size of a new database. A commit writes every page it touched to the WAL, and an append
+/// touches one leaf of its topic in `messages`: with many topics each committing one message,
+/// that page *is* the disk traffic per message, so small pages mean less to write and sync
+/// (measured: about 3.8 KB of WAL per message with 1 KiB pages against 8.4 KB with 4 KiB pages
+/// when 100 topics each commit one message per transaction). Existing databases keep theirs.
+const NEW_PAGE_SIZE: u32 = 1024;
 
 /// How long a connection waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Version 1: accounts, topics (with their latest seq and consultation columns), subscriptions
 /// with marks, messages (tombstoned in place) and per-user hidden ranges.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 CREATE TABLE users (
     id         TEXT PRIMARY KEY,
     login      TEXT NOT NULL UNIQUE,
@@ -75,6 +82,33 @@ CREATE TABLE hidden (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 2: the duplicate check's index leads with the message id instead of the topic. Ids
+/// start with their millisecond timestamp, so new entries of every topic land together at the
+/// end of the index: a commit dirties a page or two of it instead of one per topic. And a
+/// topic's latest seq is no longer a column to update with every append (a page per topic per
+/// commit, and a second write that made appends need a savepoint): it is the highest seq in
+/// `messages`, one index seek away.
+const V2: &str = r#"
+CREATE TABLE messages_v2 (
+    topic    TEXT NOT NULL REFERENCES topics (name) ON DELETE CASCADE,
+    seq      INTEGER NOT NULL,
+    msg_id   BLOB NOT NULL CHECK (length(msg_id) = 16),
+    "from"   TEXT NOT NULL,
+    ts       INTEGER NOT NULL,
+    mime     TEXT NOT NULL,
+    reply_to INTEGER,
+    content  BLOB NOT NULL,
+    deleted  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (topic, seq),
+    UNIQUE (msg_id, topic)
+) WITHOUT ROWID;
+INSERT INTO messages_v2 (topic, seq, msg_id, "from", ts, mime, reply_to, content, deleted)
+    SELECT topic, seq, msg_id, "from", ts, mime, reply_to, content, deleted FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
+ALTER TABLE topics DROP COLUMN latest;
+"#;
+
 /// Opens one connection to `path` and applies the per-connection pragmas.
 pub(super) fn connect(path: &Path, sync: SyncMode) -> StoreResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -88,6 +122,9 @@ pub(super) fn connect(path: &Path, sync: SyncMode) -> StoreResult<Connection> {
         )));
     }
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map)?;
+    // Takes effect only while the file is still empty (before WAL mode is written into it).
+    conn.pragma_update(None, "page_size", NEW_PAGE_SIZE)
+        .map_err(map)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(map)?;
     let mode: String = conn
@@ -122,6 +159,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 1 {
         tx.execute_batch(V1).map_err(map)?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2).map_err(map)?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(map)?;

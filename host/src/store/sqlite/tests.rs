@@ -668,3 +668,37 @@ async fn a_garbage_file_is_a_failure_not_a_panic() {
     let r = SqliteStore::open(&path, fast());
     assert!(matches!(r, Err(StoreError::Failed(_))), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_version_1_database_keeps_its_messages_seqs_and_duplicates_when_migrated() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("kefu.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(super::schema::V1).unwrap();
+        c.execute_batch(
+            "INSERT INTO users (id, login, name, role, created) \
+             VALUES ('alice', 'alice', 'Alice', 'customer', 0); \
+             INSERT INTO topics (name, kind, title, owner, created, latest) \
+             VALUES ('t1', 'group', '', 'alice', 0, 2);",
+        )
+        .unwrap();
+        for n in 1..=2u64 {
+            c.execute(
+                "INSERT INTO messages (topic, seq, msg_id, \"from\", ts, mime, content) \
+                 VALUES ('t1', ?1, ?2, 'alice', 1, '', x'61')",
+                rusqlite::params![n as i64, id(n).as_bytes().as_slice()],
+            )
+            .unwrap();
+        }
+        c.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let s = open(&dir, fast());
+    assert_eq!(s.topic("t1").await.unwrap().unwrap().latest, 2);
+    let kept = s.messages("t1", 0, 0, 10, None).await.unwrap();
+    assert_eq!(kept.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    let again = s.append(msg("t1", 2, "alice")).await.unwrap();
+    assert!(again.dup && again.seq == 2, "{again:?}");
+    assert_eq!(s.append(msg("t1", 3, "alice")).await.unwrap().seq, 3);
+    assert_eq!(s.topic("t1").await.unwrap().unwrap().latest, 3);
+}

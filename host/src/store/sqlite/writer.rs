@@ -1,11 +1,14 @@
 //! The writer thread: the only connection that writes. It takes the first queued command,
 //! drains what else is queued (up to `max_batch`), runs them all in one transaction, each inside
-//! its own SAVEPOINT so that a failing command fails alone, commits once, and only then answers
-//! them all (group commit: while one commit syncs, the next batch queues).
+//! its own SAVEPOINT (appends excepted: their one write statement is atomic by itself) so that
+//! a failing command fails alone, commits once, and only then answers
+//! them all (group commit: while one commit syncs, the next batch queues). After a commit it
+//! nudges the checkpointer (see `checkpoint`), so copying the WAL back into the database never
+//! holds up a commit.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -20,6 +23,8 @@ pub(super) trait WriteJob: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Ran;
     /// Answers without running: the batch failed before this command's turn.
     fn fail(self: Box<Self>, err: StoreError);
+    /// Whether this is an append (see [`Op::append`]).
+    fn is_append(&self) -> bool;
 }
 
 /// A command that ran: whether it succeeded and how to answer once the commit is decided.
@@ -43,7 +48,8 @@ pub(super) struct Op<T, F> {
     pub(super) f: F,
     /// Where the answer goes.
     pub(super) tx: oneshot::Sender<StoreResult<T>>,
-    /// Whether this is an append.
+    /// Whether this is an append. An append writes with one statement, after its checks, and
+    /// SQLite undoes a failed statement by itself: it runs without a savepoint of its own.
     pub(super) append: bool,
 }
 
@@ -65,6 +71,10 @@ where
     fn fail(self: Box<Self>, err: StoreError) {
         // The caller may have gone away; nobody is left to tell.
         let _ = self.tx.send(Err(err));
+    }
+
+    fn is_append(&self) -> bool {
+        self.append
     }
 }
 
@@ -92,6 +102,7 @@ pub(super) fn run(
     rx: Receiver<Box<dyn WriteJob>>,
     max_batch: usize,
     counters: Arc<Counters>,
+    committed: SyncSender<()>,
 ) {
     let max_batch = max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch.min(4096));
@@ -104,6 +115,8 @@ pub(super) fn run(
             }
         }
         run_batch(&conn, &mut batch, &counters);
+        // A full channel means a nudge is pending already.
+        let _ = committed.try_send(());
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the store's write connection failed");
@@ -113,7 +126,7 @@ pub(super) fn run(
 /// Runs one batch in one transaction and answers every command of it.
 fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &Counters) {
     let mut jobs = batch.drain(..);
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let e = map(e);
         for job in jobs {
             job.fail(copy_error(&e));
@@ -124,7 +137,8 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
     let mut ran: Vec<Ran> = Vec::with_capacity(jobs.len());
     let mut abort: Option<StoreError> = None;
     for job in jobs.by_ref() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT cmd") {
+        let own_savepoint = !job.is_append();
+        if own_savepoint && let Err(e) = exec(conn, "SAVEPOINT cmd") {
             let e = map(e);
             job.fail(copy_error(&e));
             abort = Some(e);
@@ -143,10 +157,12 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
             break;
         }
         ran.push(done);
-        let end = if ok {
-            conn.execute_batch("RELEASE cmd")
+        let end = if !own_savepoint {
+            Ok(())
+        } else if ok {
+            exec(conn, "RELEASE cmd")
         } else {
-            conn.execute_batch("ROLLBACK TO cmd; RELEASE cmd")
+            exec(conn, "ROLLBACK TO cmd").and_then(|()| exec(conn, "RELEASE cmd"))
         };
         if let Err(e) = end {
             abort = Some(map(e));
@@ -155,7 +171,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
     }
     let outcome = match abort {
         Some(e) => Err(e),
-        None => conn.execute_batch("COMMIT").map_err(map),
+        None => exec(conn, "COMMIT").map_err(map),
     };
     match outcome {
         Ok(()) => {
@@ -189,4 +205,10 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
             }
         }
     }
+}
+
+/// Runs one transaction-control statement, prepared once per connection (these run for every
+/// command; parsing them each time showed in profiles).
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
