@@ -9,8 +9,8 @@ use super::*;
 use crate::digest::digest_of;
 use crate::frame::{decode_frame, encode_frame};
 use crate::proto::{
-    ClientPacket, Ctrl, CtrlParams, Data, Info, PROTOCOL_VERSION, ServerPacket, decode_client,
-    encode_server,
+    ClientPacket, Ctrl, CtrlParams, Data, Info, PROTOCOL_VERSION, Pres, PresWhat, ServerPacket,
+    decode_client, encode_server,
 };
 use crate::time::Duration;
 
@@ -889,6 +889,81 @@ fn a_gap_open_longer_than_gap_hold_is_pulled_with_a_get_for_exactly_the_missing_
     assert!(
         !gw.take_out().iter().any(|o| matches!(o, Out::Get { .. })),
         "nothing more to pull"
+    );
+}
+
+/// A `pres` notice on `me`: a message at `seq` in `src`.
+fn news(src: &str, seq: u64) -> ServerPacket<'_> {
+    ServerPacket::Pres(Pres {
+        topic: "me",
+        src,
+        what: PresWhat::Msg { seq },
+    })
+}
+
+#[test]
+fn news_on_me_pulls_a_followed_topic_and_reports_an_unfollowed_one_without_touching_me() {
+    let mut gw = Gateway::ready(config(), &["me", GRP]);
+    let me = gw.eng.topic_key("me").unwrap();
+    let grp = gw.grp();
+    let start = gw.now;
+
+    // News in a followed conversation: its latest rises and what was missed is pulled.
+    gw.send(news(GRP, 2));
+    gw.drain();
+    assert!(
+        gw.events.contains(&Event::Unread {
+            topic: grp,
+            count: 2
+        }),
+        "two unread in {GRP}: {:?}",
+        gw.events
+    );
+    gw.run_until(start + config().gap_hold, true);
+    let gets: std::vec::Vec<_> = gw
+        .take_out()
+        .into_iter()
+        .filter(|o| matches!(o, Out::Get { .. }))
+        .collect();
+    let [Out::Get { topic, what, .. }] = &gets[..] else {
+        panic!("one get: {gets:?}");
+    };
+    assert_eq!(topic, GRP);
+    assert_eq!(
+        *what,
+        GetWhat::Data {
+            since: 1,
+            before: 3,
+            limit: 2
+        }
+    );
+    gw.clear();
+
+    // News in a conversation the engine does not hold: the application hears of it.
+    gw.send(news("grp9", 7));
+    gw.drain();
+    assert_eq!(
+        gw.take_events(),
+        [Event::Presence {
+            topic: me,
+            src: label("grp9"),
+            what: PresWhat::Msg { seq: 7 },
+        }]
+    );
+    // ... and `me`'s own order is untouched: nothing to pull there, nothing unread.
+    gw.run_for(5_000);
+    assert!(
+        !gw.take_out()
+            .iter()
+            .any(|o| matches!(o, Out::Get { topic, .. } if topic == "me")),
+        "no pull on me"
+    );
+    assert!(
+        !gw.events
+            .iter()
+            .any(|e| matches!(e, Event::Unread { topic, .. } if *topic == me)),
+        "me has no unread messages: {:?}",
+        gw.events
     );
 }
 

@@ -556,6 +556,11 @@ impl App {
                         self.convs[i].online = what == PresWhat::On;
                     }
                 }
+                // News in a conversation the list does not show yet (a customer wrote
+                // first, a conversation opened elsewhere): ask for the list now.
+                PresWhat::Msg { .. } if self.index(&src).is_none() => {
+                    out.push(Effect::RefreshList);
+                }
                 PresWhat::Gone => {
                     if let Some(i) = self.index(&src) {
                         self.notice = format!("{}: the conversation ended", self.convs[i].title);
@@ -972,6 +977,26 @@ mod tests {
         assert_eq!(app.current().map(|c| c.topic.as_str()), Some("cnsX"));
         app.handle(Instant::now(), Input::Key(Key::Up));
         assert_eq!(app.current().map(|c| c.topic.as_str()), Some("cnsY"));
+    }
+
+    #[test]
+    fn news_in_a_conversation_not_listed_refreshes_the_list_at_once() {
+        let (mut app, _) = app_with_bob();
+        let news = |src: &str| {
+            Input::Client(ClientEvent::Presence {
+                topic: "me".into(),
+                src: src.into(),
+                what: PresWhat::Msg { seq: 3 },
+            })
+        };
+        assert_eq!(
+            app.handle(Instant::now(), news("cnsNew")),
+            vec![Effect::RefreshList]
+        );
+        assert!(
+            app.handle(Instant::now(), news(BOB)).is_empty(),
+            "a listed conversation follows its own messages"
+        );
     }
 
     #[test]
