@@ -63,7 +63,9 @@ pub enum Event {
         history: bool,
     },
     /// An outgoing message changed state: stored (with its seq), failed (with the reason; it
-    /// keeps its place), delivered, read, or queued again for a resend.
+    /// keeps its place), or queued again for a resend. Delivered and read are not sent per
+    /// message: one [`Event::Receipt`] covers every own message up to its seq (their states in
+    /// the pool have moved with it).
     MessageChanged {
         /// The topic.
         topic: TopicKey,
