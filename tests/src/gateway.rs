@@ -18,7 +18,10 @@ pub fn kefu_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("the test knows where it runs from");
-    let mut dir = exe.parent().expect("the test executable has a folder").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("the test executable has a folder")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -60,29 +63,21 @@ pub struct NewAccount {
     pub agent: bool,
 }
 
-/// Creates `accounts` in `data` (a few at a time, each `kefu user add` hashes a password);
-/// their user ids, in order.
+/// Creates `accounts` in `data`, one `kefu user add` at a time (concurrent ones on a fresh
+/// database find it locked); their user ids, in order.
 pub fn add_users(data: &Path, accounts: &[NewAccount]) -> Vec<String> {
-    let data = data.to_str().expect("utf-8 data path").to_owned();
-    let mut ids = Vec::with_capacity(accounts.len());
-    for chunk in accounts.chunks(4) {
-        let handles: Vec<_> = chunk
-            .iter()
-            .map(|a| {
-                let (a, data) = (a.clone(), data.clone());
-                std::thread::spawn(move || {
-                    let mut args = vec!["user", "add", &a.login, "--password", &a.password];
-                    if a.agent {
-                        args.push("--agent");
-                    }
-                    args.extend(["--data", &data]);
-                    kefu(&args)
-                })
-            })
-            .collect();
-        ids.extend(handles.into_iter().map(|h| h.join().expect("user add thread")));
-    }
-    ids
+    let data = data.to_str().expect("utf-8 data path");
+    accounts
+        .iter()
+        .map(|a| {
+            let mut args = vec!["user", "add", &a.login, "--password", &a.password];
+            if a.agent {
+                args.push("--agent");
+            }
+            args.extend(["--data", data]);
+            kefu(&args)
+        })
+        .collect()
 }
 
 /// How to start a gateway.
@@ -152,7 +147,10 @@ impl Gateway {
     /// Everything the gateway wrote to stderr (its log) so far, across restarts.
     pub fn log(&self) -> String {
         (1..=self.starts)
-            .map(|n| std::fs::read_to_string(self.logs.join(format!("gateway-{n}.err"))).unwrap_or_default())
+            .map(|n| {
+                std::fs::read_to_string(self.logs.join(format!("gateway-{n}.err")))
+                    .unwrap_or_default()
+            })
             .collect()
     }
 
@@ -237,7 +235,12 @@ impl Gateway {
         cmd.arg("gateway")
             .arg("--data")
             .arg(&self.data)
-            .args(["--http", &self.http.to_string(), "--tcp", &self.tcp.to_string()])
+            .args([
+                "--http",
+                &self.http.to_string(),
+                "--tcp",
+                &self.tcp.to_string(),
+            ])
             .args(["--log", self.opts.log.as_deref().unwrap_or("error")])
             .args(&self.opts.flags)
             .env_remove("KEFU_LOG")

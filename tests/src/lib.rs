@@ -61,7 +61,8 @@ pub struct Dice(kefu_core::rng::SplitMix64);
 impl Dice {
     /// A generator for `seed` mixed with `stream` (one stream per connection, client, ...).
     pub fn new(seed: u64, stream: u64) -> Dice {
-        let mut mix = kefu_core::rng::SplitMix64::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut mix =
+            kefu_core::rng::SplitMix64::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let s = kefu_core::rng::Rng::next_u64(&mut mix);
         Dice(kefu_core::rng::SplitMix64::new(s))
     }

@@ -92,7 +92,9 @@ pub async fn run(cfg: LightConfig, probe: SharedProbe, mut stop: watch::Receiver
             match cmd {
                 Command::Connect => {
                     probe.lock().expect("probe").attempts.push(Instant::now());
-                    let c = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(cfg.addr)).await;
+                    let c =
+                        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(cfg.addr))
+                            .await;
                     let ok = matches!(c, Ok(Ok(_)));
                     probe.lock().expect("probe").attempt_ok.push(ok);
                     match c {

@@ -59,11 +59,14 @@ pub enum Got {
 fn own(p: ServerPacket<'_>) -> Got {
     match p {
         ServerPacket::Ctrl(c) => {
-            let (mut seq, mut token, mut user, mut name) = (None, Vec::new(), String::new(), String::new());
+            let (mut seq, mut token, mut user, mut name) =
+                (None, Vec::new(), String::new(), String::new());
             match c.params {
                 CtrlParams::Pub { seq: s, .. } => seq = Some(s),
                 CtrlParams::Sub { latest, .. } => seq = Some(latest),
-                CtrlParams::Login { user: u, token: t, .. } => {
+                CtrlParams::Login {
+                    user: u, token: t, ..
+                } => {
                     token = t.to_vec();
                     user = u.to_owned();
                 }
@@ -210,8 +213,7 @@ impl Raw {
                         Some(Err(e)) => panic!("the gateway sent a bad frame: {e:?}"),
                         None => {}
                     }
-                    match tokio::time::timeout_at(deadline, s.read(deframer.spare_capacity()))
-                        .await
+                    match tokio::time::timeout_at(deadline, s.read(deframer.spare_capacity())).await
                     {
                         Err(_) => return Heard::Silent,
                         Ok(Ok(0)) | Ok(Err(_)) => return Heard::Closed,

@@ -121,7 +121,11 @@ pub async fn drive(
     let mut open: HashSet<MsgId> = HashSet::new();
     let mut next_send = tokio::time::Instant::now();
     loop {
-        let quota = if ledger.books_closed() { out.made } else { plan.sends };
+        let quota = if ledger.books_closed() {
+            out.made
+        } else {
+            plan.sends
+        };
         if out.made >= quota && open.is_empty() && *stop.borrow() {
             return out;
         }
@@ -180,7 +184,11 @@ pub async fn drive(
                 state: MessageState::Failed(why),
                 ..
             } => {
-                eprintln!("{}: {} failed: {why:?}", side.login, crate::ledger::hex(&id));
+                eprintln!(
+                    "{}: {} failed: {why:?}",
+                    side.login,
+                    crate::ledger::hex(&id)
+                );
                 if open.remove(&id) {
                     out.failed += 1;
                 }

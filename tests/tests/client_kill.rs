@@ -29,8 +29,22 @@ struct Slot {
 /// lines go into `ledger`.
 fn spawn(url: &str, side: &Side, mark: u64, sends: usize, ledger: &Arc<Ledger>) -> Slot {
     let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-peer"))
-        .args(["--url", url, "--login", &side.login, "--password", &side.password])
-        .args(["--user", &side.user, "--topic", &side.topic, "--peer", &side.peer])
+        .args([
+            "--url",
+            url,
+            "--login",
+            &side.login,
+            "--password",
+            &side.password,
+        ])
+        .args([
+            "--user",
+            &side.user,
+            "--topic",
+            &side.topic,
+            "--peer",
+            &side.peer,
+        ])
         .args(["--conv", &side.conv, "--mark", &mark.to_string()])
         .args(["--sends", &sends.to_string(), "--pace-ms", "20"])
         .stdin(Stdio::piped())
@@ -60,7 +74,7 @@ async fn killed_clients_resume_from_their_mark_and_nothing_acknowledged_is_lost_
     let seed = seed("client-kill");
     let mut dice = Dice::new(seed, 0);
     let pairs = size(4, 12);
-    let quota = size(100, 600);
+    let quota = size(200, 600);
     let kills = size(8, 40);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
@@ -77,12 +91,14 @@ async fn killed_clients_resume_from_their_mark_and_nothing_acknowledged_is_lost_
         .collect();
     let mut abandoned = 0;
     for k in 0..kills {
-        tokio::time::sleep(Duration::from_millis(dice.range(200, 900))).await;
+        tokio::time::sleep(Duration::from_millis(dice.range(150, 700))).await;
         let i = dice.range(0, slots.len() as u64 - 1) as usize;
         let slot = &mut slots[i];
         slot.child.start_kill().expect("SIGKILL sent");
         slot.child.wait().await.expect("reaped");
-        (&mut slot.reader).await.expect("reader ends with the process");
+        (&mut slot.reader)
+            .await
+            .expect("reader ends with the process");
         let side = slot.side.clone();
         let pending = ledger.pending_in(&side.conv, &side.peer);
         abandoned += pending.len();

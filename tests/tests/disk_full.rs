@@ -43,7 +43,11 @@ impl Namespace {
         std::io::BufReader::new(child.stdout.take().expect("piped"))
             .read_line(&mut line)
             .expect("read");
-        assert_eq!(line.trim(), "ready", "the tmpfs is mounted in its namespace");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the tmpfs is mounted in its namespace"
+        );
         Namespace {
             child,
             dir: dir.to_path_buf(),
@@ -53,7 +57,11 @@ impl Namespace {
     /// `path` (inside the tmpfs) as the test sees it, through the holder's root.
     fn path(&self, rel: &str) -> PathBuf {
         let inside = self.dir.join(rel);
-        PathBuf::from(format!("/proc/{}/root{}", self.child.id(), inside.display()))
+        PathBuf::from(format!(
+            "/proc/{}/root{}",
+            self.child.id(),
+            inside.display()
+        ))
     }
 
     /// The prefix that runs a command in the namespace.
@@ -66,9 +74,16 @@ impl Namespace {
     /// Remounts the tmpfs read-only (`true`) or read-write.
     fn remount(&self, ro: bool) {
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.child.id().to_string(), "-m", "--", "mount", "-o"])
-            .arg(if ro { "remount,ro" } else { "remount,rw" })
-            .arg(&self.dir);
+        cmd.args([
+            "-t",
+            &self.child.id().to_string(),
+            "-m",
+            "--",
+            "mount",
+            "-o",
+        ])
+        .arg(if ro { "remount,ro" } else { "remount,rw" })
+        .arg(&self.dir);
         assert!(cmd.status().expect("mount runs").success(), "remount");
     }
 }
@@ -101,9 +116,16 @@ fn new_id(dice: &mut Dice) -> MsgId {
 }
 
 /// Publishes once; (code, seq, text), or panics if the connection closed.
-async fn publish(w: &mut Raw, topic: &str, id: MsgId, content: &[u8]) -> (Code, Option<u64>, String) {
+async fn publish(
+    w: &mut Raw,
+    topic: &str,
+    id: MsgId,
+    content: &[u8],
+) -> (Code, Option<u64>, String) {
     match w.publish(topic, id, content).await {
-        Some(Got::Ctrl { code, seq, text, .. }) => (code, seq, text),
+        Some(Got::Ctrl {
+            code, seq, text, ..
+        }) => (code, seq, text),
         other => panic!("pub answered {other:?}"),
     }
 }
@@ -128,7 +150,13 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
 
     let mut w = Raw::tcp(gw.tcp).await;
     w.hi().await;
-    assert!(matches!(w.acc("writer", PASSWORD).await, Some(Got::Ctrl { code: Code::CREATED, .. })));
+    assert!(matches!(
+        w.acc("writer", PASSWORD).await,
+        Some(Got::Ctrl {
+            code: Code::CREATED,
+            ..
+        })
+    ));
     let topic = w.new_group().await;
     let content = vec![b'k'; 2048];
     let mut refused = Vec::new();
@@ -174,11 +202,17 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
         texts.first()
     );
     assert!(!refused.is_empty(), "a full disk refuses pubs");
-    assert!(texts.iter().all(|t| t.contains("full")), "the refusal says the storage is full: {texts:?}");
+    assert!(
+        texts.iter().all(|t| t.contains("full")),
+        "the refusal says the storage is full: {texts:?}"
+    );
     // Other requests still work, and the log says what is wrong.
     assert!(w.latest(&topic).await >= 40);
     let log = gw.log();
-    assert!(log.contains("storage full"), "the gateway logs the full disk:\n{log}");
+    assert!(
+        log.contains("storage full"),
+        "the gateway logs the full disk:\n{log}"
+    );
 
     // Space returns: publishing works again.
     std::fs::remove_file(ns.path("filler")).expect("filler removed");
@@ -243,15 +277,22 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
     for (id, seq) in &history {
         ledger.delivered("history", *id, *seq);
     }
-    let stored_refused = refused.iter().filter(|id| history.iter().any(|(h, _)| h == *id)).count();
+    let stored_refused = refused
+        .iter()
+        .filter(|id| history.iter().any(|(h, _)| h == *id))
+        .count();
     assert_eq!(stored_refused, 0, "refused pubs are not stored");
     drop(r);
     assert!(gw.stop().await, "the gateway stops cleanly");
-    let db = rusqlite::Connection::open_with_flags(
-        ns.path("data/kefu.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the database");
+    // A copy of the stopped gateway's files, read outside the namespace.
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).expect("copy folder");
+    for f in ["kefu.db", "kefu.db-wal"] {
+        if ns.path(&format!("data/{f}")).exists() {
+            std::fs::copy(ns.path(&format!("data/{f}")), copy.join(f)).expect("copy");
+        }
+    }
+    let db = rusqlite::Connection::open(copy.join("kefu.db")).expect("open the database");
     let check: String = db
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .expect("integrity check");

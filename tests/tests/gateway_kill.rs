@@ -35,7 +35,11 @@ async fn acknowledged_messages_survive_repeated_sigkills_of_the_gateway() {
     let started = std::time::Instant::now();
     let mut peers = Vec::new();
     for (i, (agent, cust)) in pairs.iter().enumerate() {
-        let url = if i % 2 == 0 { gw.tcp_url() } else { gw.ws_url() };
+        let url = if i % 2 == 0 {
+            gw.tcp_url()
+        } else {
+            gw.ws_url()
+        };
         for side in [agent, cust] {
             peers.push(tokio::spawn(sdk::run_peer(
                 url.clone(),

@@ -26,7 +26,12 @@ const AFTER: u64 = 5;
 const BACKOFF: (u64, u64, u8) = (1000, 4000, 50);
 
 /// Publishes `n` messages to every topic; the acknowledged count.
-async fn publish_round(tcp: std::net::SocketAddr, topics: &[String], n: u64, dice: &mut Dice) -> u64 {
+async fn publish_round(
+    tcp: std::net::SocketAddr,
+    topics: &[String],
+    n: u64,
+    dice: &mut Dice,
+) -> u64 {
     let mut raw = Raw::tcp(tcp).await;
     raw.session("owner", PASSWORD).await;
     let mut acked = 0;
@@ -42,7 +47,11 @@ async fn publish_round(tcp: std::net::SocketAddr, topics: &[String], n: u64, dic
 }
 
 /// Waits until `done` holds for every probe, or `within`; how many do not.
-async fn wait_all(probes: &[SharedProbe], within: Duration, done: impl Fn(&Probe) -> bool) -> usize {
+async fn wait_all(
+    probes: &[SharedProbe],
+    within: Duration,
+    done: impl Fn(&Probe) -> bool,
+) -> usize {
     let deadline = Instant::now() + within;
     loop {
         let missing = probes
@@ -65,7 +74,7 @@ async fn thousands_of_clients_come_back_spread_out_after_a_gateway_restart_and_r
     let seed = seed("storm");
     let mut dice = Dice::new(seed, 0);
     let limit = raise_open_files();
-    let clients = size(1500, 8000).min((limit as usize).saturating_sub(1000));
+    let clients = size(2000, 8000).min((limit as usize).saturating_sub(1000));
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let mut accounts = vec![NewAccount {
@@ -98,7 +107,11 @@ async fn thousands_of_clients_come_back_spread_out_after_a_gateway_restart_and_r
         };
         assert!(!token.is_empty(), "a login returns a token");
         for t in &topics {
-            assert_eq!(code(&r.sub(t, None).await), Some(Code::OK), "fan{i} joins {t}");
+            assert_eq!(
+                code(&r.sub(t, None).await),
+                Some(Code::OK),
+                "fan{i} joins {t}"
+            );
             r.leave(t, false).await;
         }
         tokens.push(token);
@@ -141,7 +154,10 @@ async fn thousands_of_clients_come_back_spread_out_after_a_gateway_restart_and_r
     let all_back = restarted.elapsed();
     stop_tx.send(true).expect("clients listen");
     for t in tasks {
-        tokio::time::timeout(WAIT, t).await.expect("client stops").expect("client ran");
+        tokio::time::timeout(WAIT, t)
+            .await
+            .expect("client stops")
+            .expect("client ran");
     }
 
     // Exactly once, in order, and who came back.
@@ -158,7 +174,10 @@ async fn thousands_of_clients_come_back_spread_out_after_a_gateway_restart_and_r
         uniq.dedup();
         delivered += uniq.len() as u64;
         duplicates += (p.seqs.len() - uniq.len()) as u64;
-        lost += want.iter().filter(|s| uniq.binary_search(s).is_err()).count() as u64;
+        lost += want
+            .iter()
+            .filter(|s| uniq.binary_search(s).is_err())
+            .count() as u64;
         if p.seqs != want {
             wrong += 1;
         }
@@ -181,7 +200,11 @@ async fn thousands_of_clients_come_back_spread_out_after_a_gateway_restart_and_r
     );
     assert_eq!(missing, 0, "every client came back and caught up");
     assert_eq!(resumed, clients, "every client logged in again");
-    assert_eq!((duplicates, lost, wrong), (0, 0, 0), "each seq exactly once, in order");
+    assert_eq!(
+        (duplicates, lost, wrong),
+        (0, 0, 0),
+        "each seq exactly once, in order"
+    );
     assert_eq!(first.len(), clients, "every client tried to reconnect");
     let window = Duration::from_millis(BACKOFF.0 * u64::from(BACKOFF.2) / 100);
     let spread = *first.last().expect("some") - first[0];

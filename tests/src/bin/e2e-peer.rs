@@ -83,6 +83,9 @@ fn main() {
         };
         let ledger = Arc::new(Ledger::echoing());
         let out = sdk::run_peer(args.url, side, args.mark, plan, ledger, stop).await;
-        println!("E2E done {} {} {} {}", out.made, out.acked, out.failed, out.received);
+        println!(
+            "E2E done {} {} {} {}",
+            out.made, out.acked, out.failed, out.received
+        );
     });
 }
