@@ -68,18 +68,18 @@ impl Dice {
     }
 
     /// A uniform u64.
-    pub fn next(&mut self) -> u64 {
+    pub fn word(&mut self) -> u64 {
         kefu_core::rng::Rng::next_u64(&mut self.0)
     }
 
     /// A uniform value in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.word() % (hi - lo + 1)
     }
 
     /// True with probability `per_mille / 1000`.
     pub fn chance(&mut self, per_mille: u32) -> bool {
-        self.next() % 1000 < u64::from(per_mille)
+        self.word() % 1000 < u64::from(per_mille)
     }
 }
 

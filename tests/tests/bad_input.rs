@@ -84,8 +84,8 @@ fn publish(id: u32, topic: &str, msg_id: MsgId, content: &[u8]) -> Vec<u8> {
 
 fn random_id(dice: &mut Dice) -> MsgId {
     let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&dice.next().to_le_bytes());
-    b[8..].copy_from_slice(&dice.next().to_le_bytes());
+    b[..8].copy_from_slice(&dice.word().to_le_bytes());
+    b[8..].copy_from_slice(&dice.word().to_le_bytes());
     MsgId::from_bytes(b)
 }
 
@@ -196,7 +196,7 @@ async fn every_bad_input_gets_its_code_or_a_close_and_bystanders_lose_nothing() 
         let mut two = good.clone();
         two.extend_from_slice(&good);
         let mut garbage = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
-        garbage.extend((0..2000).map(|_| dice.next() as u8));
+        garbage.extend((0..2000).map(|_| dice.word() as u8));
         let framing: Vec<(&str, Vec<u8>)> = vec![
             ("bad header crc", bad_header),
             ("bad body crc", bad_body),
@@ -319,7 +319,7 @@ async fn every_bad_input_gets_its_code_or_a_close_and_bystanders_lose_nothing() 
         let mid = forged.len() / 2;
         forged[mid] ^= 0x01;
         let mut noise = vec![0u8; 48];
-        noise.iter_mut().for_each(|b| *b = dice.next() as u8);
+        noise.iter_mut().for_each(|b| *b = dice.word() as u8);
         let key = TokenKey::load_or_create(&data.join("token.key")).expect("token key");
         let now_ms = kefu_host::gateway::context::now_ms();
         let generation = (0..4)

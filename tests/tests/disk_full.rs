@@ -110,8 +110,8 @@ fn fill(path: &Path) -> u64 {
 
 fn new_id(dice: &mut Dice) -> MsgId {
     let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&dice.next().to_le_bytes());
-    b[8..].copy_from_slice(&dice.next().to_le_bytes());
+    b[..8].copy_from_slice(&dice.word().to_le_bytes());
+    b[8..].copy_from_slice(&dice.word().to_le_bytes());
     MsgId::from_bytes(b)
 }
 

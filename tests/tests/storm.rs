@@ -37,7 +37,7 @@ async fn publish_round(
     let mut acked = 0;
     for t in topics {
         for _ in 0..n {
-            let id = MsgId::from_bytes(dice.next().to_le_bytes().repeat(2).try_into().expect("16"));
+            let id = MsgId::from_bytes(dice.word().to_le_bytes().repeat(2).try_into().expect("16"));
             let answer = raw.publish(t, id, b"storm").await;
             assert_eq!(code(&answer), Some(Code::ACCEPTED), "publish to {t}");
             acked += 1;
@@ -128,7 +128,7 @@ async fn thousands_of_clients_come_back_spread_out_after_a_gateway_restart_and_r
             token: tokens[i % USERS].clone(),
             device: format!("storm-{i}"),
             topic: topics[i % TOPICS].clone(),
-            seed: dice.next(),
+            seed: dice.word(),
             backoff_ms: BACKOFF,
         };
         tasks.push(tokio::spawn(light::run(cfg, probe.clone(), stop.clone())));
