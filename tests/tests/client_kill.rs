@@ -73,9 +73,9 @@ fn spawn(url: &str, side: &Side, mark: u64, sends: usize, ledger: &Arc<Ledger>) 
 async fn killed_clients_resume_from_their_mark_and_nothing_acknowledged_is_lost_or_doubled() {
     let seed = seed("client-kill");
     let mut dice = Dice::new(seed, 0);
-    let pairs = size(4, 12);
+    let pairs = size(6, 12);
     let quota = size(200, 600);
-    let kills = size(8, 40);
+    let kills = size(12, 40);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let pairs = sdk::pair_accounts(&data, pairs);
@@ -89,9 +89,14 @@ async fn killed_clients_resume_from_their_mark_and_nothing_acknowledged_is_lost_
         .flat_map(|(a, c)| [a, c])
         .map(|side| spawn(&url, side, 0, quota, &ledger))
         .collect();
+    // Kill only once messages flow.
+    let flowing = tokio::time::Instant::now() + WAIT;
+    while ledger.acked_count() == 0 && tokio::time::Instant::now() < flowing {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut abandoned = 0;
     for k in 0..kills {
-        tokio::time::sleep(Duration::from_millis(dice.range(150, 700))).await;
+        tokio::time::sleep(Duration::from_millis(dice.range(100, 500))).await;
         let i = dice.range(0, slots.len() as u64 - 1) as usize;
         let slot = &mut slots[i];
         slot.child.start_kill().expect("SIGKILL sent");

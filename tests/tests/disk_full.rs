@@ -10,6 +10,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kefu_core::id::MsgId;
@@ -17,7 +18,9 @@ use kefu_core::proto::Code;
 use kefu_tests::gateway::{Gateway, Options};
 use kefu_tests::ledger::Ledger;
 use kefu_tests::raw::{Got, Raw};
+use kefu_tests::sdk::{self, Plan, Side};
 use kefu_tests::{Dice, WAIT, seed};
+use tokio::sync::watch;
 
 const PASSWORD: &str = "e2e-secret-pass";
 
@@ -175,7 +178,7 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
     // The disk fills up: pubs are acknowledged while SQLite still has room in its files,
     // then refused with 503, never anything else.
     let filled = fill(&ns.path("filler"));
-    let (mut accepted_full, mut texts) = (0, Vec::new());
+    let (mut accepted_full, mut texts) = (0u64, Vec::new());
     for _ in 0..3000 {
         let id = new_id(&mut dice);
         ledger.sent(id, conv, "history");
@@ -214,6 +217,47 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
         "the gateway logs the full disk:\n{log}"
     );
 
+    // An SDK client publishes into the full disk: the 503s leave its messages to be sent
+    // again (same ids), and they are stored once space returns.
+    let ledger = Arc::new(ledger);
+    let writer_id = match Raw::tcp(gw.tcp).await.session("writer", PASSWORD).await {
+        Got::Ctrl { user, .. } => user,
+        other => panic!("login: {other:?}"),
+    };
+    let side = Side {
+        login: "writer".into(),
+        password: PASSWORD.into(),
+        user: writer_id,
+        topic: topic.clone(),
+        peer: "history".into(),
+        conv: conv.into(),
+    };
+    let plan = Plan {
+        sends: 10,
+        window: 10,
+        pace: Duration::ZERO,
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let sdk_peer = tokio::spawn(sdk::run_peer(
+        gw.tcp_url(),
+        side,
+        0,
+        plan,
+        ledger.clone(),
+        stop,
+    ));
+    let made = tokio::time::Instant::now() + WAIT;
+    while ledger.check().sent < sent + 10 && tokio::time::Instant::now() < made {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sent += 10;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        ledger.check().acked,
+        40 + accepted_full,
+        "nothing is acknowledged on a full disk"
+    );
+
     // Space returns: publishing works again.
     std::fs::remove_file(ns.path("filler")).expect("filler removed");
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -235,6 +279,21 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
             other => panic!("after space returned a pub answered {other:?}"),
         }
     }
+
+    assert!(
+        sdk::answered(&ledger, sent, WAIT * 2).await,
+        "the SDK's messages are stored once space returns"
+    );
+    stop_tx.send(true).expect("peer listens");
+    let out = tokio::time::timeout(WAIT, sdk_peer)
+        .await
+        .expect("peer ends")
+        .expect("peer ran");
+    assert_eq!(
+        (out.acked, out.failed),
+        (10, 0),
+        "the SDK client retried through the full disk"
+    );
 
     // A crash, then a read-only folder.
     drop(w);

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_through_a_faulty_network_get_every_acknowledged_message_once_and_in_order() {
     let seed = seed("faults");
-    let pairs = size(6, 24);
-    let sends = size(40, 300);
+    let pairs = size(8, 24);
+    let sends = size(50, 300);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let pairs = sdk::pair_accounts(&data, pairs);
