@@ -17,13 +17,43 @@ pub struct BadBody {
     pub error: CodecError,
 }
 
-/// Decodes one frame body into an owned request.
+/// Decodes one frame body into an owned request. A packet naming a topic that fails
+/// `proto::check_topic` is malformed (400), as in the JSON dialect.
 pub fn decode(body: &[u8]) -> Result<Req, BadBody> {
     let packet = proto::decode_client(body).map_err(|error| BadBody {
         id: readable_id(body),
         error,
     })?;
+    if let Some((id, topic)) = named_topic(&packet)
+        && proto::check_topic(topic).is_err()
+    {
+        return Err(BadBody {
+            id,
+            error: CodecError::Malformed,
+        });
+    }
     Ok(to_req(packet))
+}
+
+/// The request id and the topic a packet names, if it names one.
+fn named_topic<'a>(packet: &ClientPacket<'a>) -> Option<(proto::ReqId, &'a str)> {
+    match packet {
+        ClientPacket::Sub(p) => Some((p.id, p.topic)),
+        ClientPacket::Leave(p) => Some((p.id, p.topic)),
+        ClientPacket::Pub(p) => Some((p.id, p.topic)),
+        ClientPacket::Get(p) => Some((p.id, p.topic)),
+        ClientPacket::Set(p) => Some((p.id, p.topic)),
+        ClientPacket::Del(p) => Some((p.id, p.topic)),
+        ClientPacket::Note(p) => Some((0, p.topic)),
+        ClientPacket::Ack(p) => Some((0, p.topic)),
+        ClientPacket::Action(p) => match p.what {
+            CoreAction::Transfer { topic, .. }
+            | CoreAction::Close { topic }
+            | CoreAction::Join { topic } => Some((p.id, topic)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The request id of a body that failed to decode, if its first two fields (kind tag, id varint)
@@ -403,5 +433,38 @@ mod tests {
         assert_eq!(decode(&[0x0B]).expect_err("truncated").id, 0);
         assert_eq!(decode(&[0x63, 0x01]).expect_err("unknown").id, 0);
         assert_eq!(decode(&[]).expect_err("empty").id, 0);
+    }
+
+    #[test]
+    fn a_packet_naming_an_invalid_topic_is_malformed_with_its_id() {
+        let bad = |p: &ClientPacket<'_>| {
+            let mut buf = [0u8; 256];
+            let n = proto::encode_client_body(p, &mut buf).expect("encode");
+            decode(&buf[..n]).expect_err("invalid topic")
+        };
+        let err = bad(&ClientPacket::Pub(proto::Pub {
+            id: 9,
+            topic: "bad topic!",
+            msg_id: kefu_core::id::MsgId::from_bytes([1; 16]),
+            head: CoreHead {
+                mime: "",
+                reply_to: None,
+            },
+            content: b"x",
+        }));
+        assert_eq!((err.id, err.error), (9, CodecError::Malformed));
+        let err = bad(&ClientPacket::Sub(proto::Sub {
+            id: 4,
+            topic: "",
+            since: None,
+        }));
+        assert_eq!((err.id, err.error), (4, CodecError::Malformed));
+        let err = bad(&ClientPacket::Ack(proto::Ack {
+            topic: "a/b",
+            seq: 1,
+        }));
+        assert_eq!((err.id, err.error), (0, CodecError::Malformed));
+        let ok = decode(&[0x03, 0x01, 0x02, b'm', b'e', 0x00]).expect("sub me");
+        assert!(matches!(ok, Req::Sub { .. }), "{ok:?}");
     }
 }
