@@ -535,20 +535,21 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         self.advance(now);
         self.check_alive()?;
         let topic = self.subscribe(topic_name)?;
-        let content = Vec::from_slice(content).map_err(|_| EngineError::TooLarge)?;
+        if content.len() > C {
+            return Err(EngineError::TooLarge);
+        }
         let mime = Label::try_from(head.mime).map_err(|_| EngineError::TooLarge)?;
         let id = MsgId::generate_tagged(self.wall_ms(now), self.id_tag, &mut self.rng);
-        let body = Body {
-            from: self.user.clone(),
-            outgoing: true,
-            ts: self.wall_ms(now),
-            mime,
-            reply_to: head.reply_to,
-            content,
-        };
+        let ts = self.wall_ms(now);
         let key = self.pending_key(topic);
+        let from = &self.user;
+        // The body is written straight into the pool's slot: with up to C bytes of content
+        // inline, building it here and moving it in would copy all of it, however short the
+        // message.
         self.pool
-            .insert(id, topic, key, MessageState::Queued, body)
+            .insert_with(id, topic, key, MessageState::Queued, |body| {
+                body.refill(from, true, ts, &mime, head.reply_to, content)
+            })
             .map_err(|_| EngineError::PoolFull)?;
         if let Err(e) = self.enqueue_send(now, id) {
             if let Some(slot) = self.pool.find_id(&id) {
@@ -576,14 +577,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             return Err(EngineError::NoSuchMessage);
         }
         let topic = entry.topic;
-        let removed = self.pool.remove(slot).ok_or(EngineError::NoSuchMessage)?;
         let key = self.pending_key(topic);
-        let inserted = self
-            .pool
-            .insert(*id, topic, key, MessageState::Queued, removed.data);
-        if inserted.is_err() {
-            return Err(EngineError::PoolFull);
-        }
+        // In place: a fresh virtual position, the body where it is.
+        self.pool
+            .requeue(slot, key, MessageState::Queued)
+            .map_err(|_| EngineError::PoolFull)?;
         if let Err(e) = self.enqueue_send(now, *id) {
             if let Some(slot) = self.pool.find_id(id) {
                 let _ = self
