@@ -345,6 +345,9 @@ pub struct Pool<T, const N: usize> {
     sort: [u128; N],
     /// The id tag and the (topic, seq) tag of each occupied slot, so removal needs no hashing.
     tags: [(u16, u16); N],
+    /// The owner's one bit per entry ([`Pool::set_mark`]), beside the sort keys so that
+    /// [`Pool::marks_from`] reads no entry.
+    marks: [bool; N],
     /// Occupied slots as [`order_entry`]s in (topic, key) order; `order[..len]` is live.
     order: [u32; N],
     len: usize,
@@ -380,6 +383,7 @@ impl<T, const N: usize> Pool<T, N> {
             generation: [0; N],
             sort: [0; N],
             tags: [(0, 0); N],
+            marks: [false; N],
             order: [0; N],
             len: 0,
             by_id: Table::new(),
@@ -538,6 +542,7 @@ impl<T, const N: usize> Pool<T, N> {
         }
         self.sort[i] = k;
         self.tags[i] = (id_tag, seq_tag);
+        self.marks[i] = false;
         if state.evictable() {
             self.lru_push(index);
         }
@@ -693,6 +698,42 @@ impl<T, const N: usize> Pool<T, N> {
         let k = sort_key(topic, from);
         let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
         self.iter_range(lo, hi)
+    }
+
+    /// Sets the owner's bit of an entry (false after insert). The pool gives it no meaning;
+    /// it is kept beside the indexes, so that [`Pool::marks_from`] can count by it without
+    /// reading entries (which, with large payloads, lie pages apart). The engine marks the
+    /// messages its user sent.
+    pub fn set_mark(&mut self, slot: Slot, mark: bool) -> Result<(), PoolError> {
+        let index = self.check(slot)?;
+        if let Some(m) = self.marks.get_mut(usize::from(index)) {
+            *m = mark;
+        }
+        Ok(())
+    }
+
+    /// The topic's keys with key >= from, in order, each with its entry's mark
+    /// ([`Pool::set_mark`]); reads the compact indexes only, never the entries.
+    pub fn marks_from(
+        &self,
+        topic: TopicKey,
+        from: OrderKey,
+    ) -> impl DoubleEndedIterator<Item = (OrderKey, bool)> + '_ {
+        let (_, hi) = self.topic_bounds(topic, topic);
+        let k = sort_key(topic, from);
+        let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
+        self.order.get(lo..hi).unwrap_or(&[]).iter().map(|&o| {
+            let s = order_slot(o);
+            let k = self.sort_of(s);
+            let key = OrderKey {
+                seq: (k >> 32) as u64,
+                local: k as u32,
+            };
+            (
+                key,
+                self.marks.get(usize::from(s)).copied().unwrap_or(false),
+            )
+        })
     }
 
     /// Highest stored seq held for the topic (0 if none).
@@ -1542,6 +1583,44 @@ mod tests {
             evicted,
             vec![Some((id(2), 0)), Some((id(3), 0)), Some((id(1), 0))]
         );
+    }
+
+    #[test]
+    fn marks_are_the_owners_bits_cleared_on_insert_and_listed_in_order() {
+        let mut pool: Pool<(), 3> = Pool::new();
+        let a = pool
+            .insert(id(1), 0, OrderKey::stored(1), RECV, ())
+            .unwrap()
+            .slot;
+        let b = pool.insert(id(2), 0, OrderKey::pending(1, 1), MessageState::Sending, ());
+        let b = b.unwrap().slot;
+        pool.insert(id(3), 0, OrderKey::stored(2), RECV, ())
+            .unwrap();
+        pool.set_mark(a, true).unwrap();
+        pool.set_mark(b, true).unwrap();
+        let all: Vec<_> = pool.marks_from(0, OrderKey::stored(0)).collect();
+        let want = vec![
+            (OrderKey::stored(1), true),
+            (OrderKey::pending(1, 1), true),
+            (OrderKey::stored(2), false),
+        ];
+        assert_eq!(all, want);
+        let later: Vec<_> = pool.marks_from(0, OrderKey::pending(1, 1)).collect();
+        assert_eq!(later, want[1..]);
+        assert_eq!(pool.marks_from(1, OrderKey::stored(0)).count(), 0);
+
+        // The marked slot is evicted and reused: the new entry starts unmarked; the stale
+        // handle sets nothing.
+        let c = pool
+            .insert(id(4), 0, OrderKey::stored(3), RECV, ())
+            .unwrap();
+        assert_eq!((c.slot.index, c.evicted), (a.index, Some((id(1), 0))));
+        assert_eq!(pool.set_mark(a, true), Err(PoolError::NotFound));
+        let marks: Vec<bool> = pool
+            .marks_from(0, OrderKey::stored(0))
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(marks, vec![true, false, false]);
     }
 
     #[test]

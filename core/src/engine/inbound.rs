@@ -393,9 +393,13 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     ) -> Result<Inserted, PoolError> {
         let outgoing = !self.user.is_empty() && d.from == self.user.as_str();
         let (from, mime) = (label(d.from), label(d.head.mime));
-        self.pool.insert_with(d.msg_id, topic, key, state, |body| {
+        let inserted = self.pool.insert_with(d.msg_id, topic, key, state, |body| {
             body.refill(&from, outgoing, d.ts, &mime, d.head.reply_to, d.content)
-        })
+        })?;
+        if outgoing {
+            let _ = self.pool.set_mark(inserted.slot, true); // own: not unread
+        }
+        Ok(inserted)
     }
 
     /// Hands the application every message that became contiguous in one topic, in seq order,

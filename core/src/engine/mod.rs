@@ -546,11 +546,13 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         // The body is written straight into the pool's slot: with up to C bytes of content
         // inline, building it here and moving it in would copy all of it, however short the
         // message.
-        self.pool
+        let inserted = self
+            .pool
             .insert_with(id, topic, key, MessageState::Queued, |body| {
                 body.refill(from, true, ts, &mime, head.reply_to, content)
             })
             .map_err(|_| EngineError::PoolFull)?;
+        let _ = self.pool.set_mark(inserted.slot, true); // own: not unread
         if let Err(e) = self.enqueue_send(now, id) {
             if let Some(slot) = self.pool.find_id(&id) {
                 self.pool.remove(slot);
@@ -1006,10 +1008,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             return;
         };
         let (read, latest) = (t.read, t.latest.max(t.emitted));
+        // By the pool's marks (set on own messages), not by reading each entry: with large
+        // bodies those lie pages apart, and a topic may hold hundreds of unread messages.
         let own = self
             .pool
-            .iter_topic_from(topic, OrderKey::stored(read.saturating_add(1)))
-            .filter(|(_, e)| e.key.is_stored() && e.data.outgoing)
+            .marks_from(topic, OrderKey::stored(read.saturating_add(1)))
+            .filter(|&(key, own)| key.is_stored() && own)
             .count() as u64;
         let count = latest.saturating_sub(read).saturating_sub(own);
         if let Some(t) = self.topics.get_mut(usize::from(topic))
