@@ -6,7 +6,11 @@
 //! # Layout
 //! Everything lives in fixed arrays sized by `N` (at most 65535):
 //! - the entries, one `Option<Entry<T>>` per slot, with a generation counter per slot so that a
-//!   stale [`Slot`] handle never reaches a newer entry;
+//!   stale [`Slot`] handle never reaches a newer entry. The generation is odd while the slot is
+//!   occupied and even while it is empty; an emptied slot keeps its entry (`Some`) so that the
+//!   next message in it reuses the payload in place: [`Pool::insert_with`] fills it through a
+//!   `&mut T` and nothing of the payload's size is moved, whatever its size (the engine's hold
+//!   up to 16 KiB of content);
 //! - two open-addressing hash tables (linear probing, backward-shift deletion, no tombstones):
 //!   message id → slot and (topic, seq) → slot, the latter for stored keys only. They have `8N`
 //!   cells: the low load keeps probe runs short, which measured clearly faster than `2N` or `4N`.
@@ -335,12 +339,15 @@ impl<const N: usize> Table<N> {
 /// The fixed-capacity message pool; see the [module docs](self).
 pub struct Pool<T, const N: usize> {
     entries: [Option<Entry<T>>; N],
-    /// Bumped each time a slot is emptied, so stale handles miss.
+    /// Bumped each time a slot is filled or emptied (odd: occupied), so stale handles miss.
     generation: [u16; N],
     /// Packed (topic, key) of each occupied slot, by slot.
     sort: [u128; N],
     /// The id tag and the (topic, seq) tag of each occupied slot, so removal needs no hashing.
     tags: [(u16, u16); N],
+    /// The owner's one bit per entry ([`Pool::set_mark`]), beside the sort keys so that
+    /// [`Pool::marks_from`] reads no entry.
+    marks: [bool; N],
     /// Occupied slots as [`order_entry`]s in (topic, key) order; `order[..len]` is live.
     order: [u32; N],
     len: usize,
@@ -376,6 +383,7 @@ impl<T, const N: usize> Pool<T, N> {
             generation: [0; N],
             sort: [0; N],
             tags: [(0, 0); N],
+            marks: [false; N],
             order: [0; N],
             len: 0,
             by_id: Table::new(),
@@ -407,6 +415,9 @@ impl<T, const N: usize> Pool<T, N> {
     /// Inserts; rejects DuplicateId, and DuplicateSeq when key.is_stored() and (topic, seq) exists.
     /// When full, evicts the evictable entry that became evictable longest ago; Full if none.
     /// A rejected insert changes nothing (in particular, evicts nothing).
+    ///
+    /// `data` is moved into the slot; for a large payload use [`Pool::insert_with`], which
+    /// fills it in place.
     pub fn insert(
         &mut self,
         id: MsgId,
@@ -415,6 +426,78 @@ impl<T, const N: usize> Pool<T, N> {
         state: MessageState,
         data: T,
     ) -> Result<Inserted, PoolError> {
+        let (index, evicted) = self.place(id, topic, key, state)?;
+        let entry = Entry {
+            id,
+            topic,
+            key,
+            state,
+            data,
+        };
+        if let Some(cell) = self.entries.get_mut(usize::from(index)) {
+            *cell = Some(entry);
+        }
+        Ok(Inserted {
+            slot: self.slot_of(index),
+            evicted,
+        })
+    }
+
+    /// [`Pool::insert`], with the payload filled in place: `fill` gets the slot's payload and
+    /// must set all of it. That payload is whatever an earlier message left in the slot (one
+    /// evicted or removed), or `T::default()` in a slot never used before; no payload is moved
+    /// or returned by value, so the cost does not grow with `size_of::<T>()`. `fill` runs only
+    /// when the insert succeeds.
+    pub fn insert_with(
+        &mut self,
+        id: MsgId,
+        topic: TopicKey,
+        key: OrderKey,
+        state: MessageState,
+        fill: impl FnOnce(&mut T),
+    ) -> Result<Inserted, PoolError>
+    where
+        T: Default,
+    {
+        let (index, evicted) = self.place(id, topic, key, state)?;
+        if let Some(cell) = self.entries.get_mut(usize::from(index)) {
+            let data = match cell {
+                Some(e) => {
+                    e.id = id;
+                    e.topic = topic;
+                    e.key = key;
+                    e.state = state;
+                    &mut e.data
+                }
+                None => {
+                    let e = cell.insert(Entry {
+                        id,
+                        topic,
+                        key,
+                        state,
+                        data: T::default(),
+                    });
+                    &mut e.data
+                }
+            };
+            fill(data);
+        }
+        Ok(Inserted {
+            slot: self.slot_of(index),
+            evicted,
+        })
+    }
+
+    /// Finds a slot for a new entry (evicting if full) and files it in every index, the
+    /// slot marked occupied; the caller writes the entry itself. The checks and the eviction
+    /// rule of [`Pool::insert`].
+    fn place(
+        &mut self,
+        id: MsgId,
+        topic: TopicKey,
+        key: OrderKey,
+        state: MessageState,
+    ) -> Result<(u16, Option<(MsgId, TopicKey)>), PoolError> {
         let id_tag = id_tag(&id);
         if self.find_id_tagged(&id, id_tag).is_some() {
             return Err(PoolError::DuplicateId);
@@ -447,8 +530,7 @@ impl<T, const N: usize> Pool<T, N> {
                 let (lo, hi) = self.topic_bounds(self.topic_of(victim), topic);
                 let from = self.position(victim, lo).ok_or(PoolError::Full)?;
                 let to = self.insert_pos(topic, k, hi);
-                let old = self.take(victim).ok_or(PoolError::Full)?;
-                evicted = Some((old.id, old.topic));
+                evicted = Some(self.vacate(victim).ok_or(PoolError::Full)?);
                 self.order_replace(from, to, order_entry(topic, victim));
                 victim
             }
@@ -460,27 +542,19 @@ impl<T, const N: usize> Pool<T, N> {
         }
         self.sort[i] = k;
         self.tags[i] = (id_tag, seq_tag);
+        self.marks[i] = false;
         if state.evictable() {
             self.lru_push(index);
         }
-        self.entries[i] = Some(Entry {
-            id,
-            topic,
-            key,
-            state,
-            data,
-        });
-        let slot = Slot {
-            index,
-            generation: self.generation[i],
-        };
-        Ok(Inserted { slot, evicted })
+        // Odd: occupied.
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        Ok((index, evicted))
     }
 
     /// The entry behind a slot, or None if the slot is stale.
     pub fn get(&self, slot: Slot) -> Option<&Entry<T>> {
         let i = usize::from(slot.index);
-        if *self.generation.get(i)? != slot.generation {
+        if *self.generation.get(i)? != slot.generation || slot.generation & 1 == 0 {
             return None;
         }
         self.entries.get(i)?.as_ref()
@@ -489,7 +563,7 @@ impl<T, const N: usize> Pool<T, N> {
     /// Mutable access to the payload only (key/state/id changes go through the methods below so the indexes stay right).
     pub fn data_mut(&mut self, slot: Slot) -> Option<&mut T> {
         let i = usize::from(slot.index);
-        if *self.generation.get(i)? != slot.generation {
+        if *self.generation.get(i)? != slot.generation || slot.generation & 1 == 0 {
             return None;
         }
         self.entries.get_mut(i)?.as_mut().map(|e| &mut e.data)
@@ -538,21 +612,7 @@ impl<T, const N: usize> Pool<T, N> {
             return Err(PoolError::DuplicateSeq);
         }
         if old_key != key {
-            let i = usize::from(index);
-            if old_key.is_stored() {
-                self.by_seq.remove(self.tags[i].1, index);
-            }
-            self.tags[i].1 = seq_tag(topic, seq);
-            self.by_seq.insert(self.tags[i].1, index);
-            let (lo, _) = self.topic_bounds(topic, topic);
-            if let Some(from) = self.position(index, lo) {
-                self.order_remove(from);
-            }
-            let k = sort_key(topic, key);
-            self.sort[usize::from(index)] = k;
-            let (_, hi) = self.topic_bounds(topic, topic);
-            let to = self.insert_pos(topic, k, hi);
-            self.order_insert(to, order_entry(topic, index));
+            self.rekey(index, topic, old_key, key);
         }
         let state = match old_state {
             MessageState::Delivered | MessageState::Read => old_state,
@@ -568,15 +628,55 @@ impl<T, const N: usize> Pool<T, N> {
         Ok(())
     }
 
-    /// Takes a message out of the pool; its slot handle goes stale.
-    pub fn remove(&mut self, slot: Slot) -> Option<Entry<T>> {
+    /// Moves a message to a new place in its topic and a new state, as if it were removed and
+    /// inserted again with the same id and payload: it sorts after any equal keys, and if
+    /// evictable it joins the back of the eviction order. The payload stays where it is and the
+    /// slot handle stays valid. DuplicateSeq if `key` is stored and another entry holds
+    /// (topic, seq); NotFound for a stale slot. (The engine's resend: a failed message goes to
+    /// the end of its conversation, queued again.)
+    pub fn requeue(
+        &mut self,
+        slot: Slot,
+        key: OrderKey,
+        state: MessageState,
+    ) -> Result<(), PoolError> {
+        let index = self.check(slot)?;
+        let (topic, old_key, old_state) = match self.entry(index) {
+            Some(e) => (e.topic, e.key, e.state),
+            None => return Err(PoolError::NotFound),
+        };
+        if key.is_stored()
+            && self
+                .find_seq(topic, key.seq)
+                .is_some_and(|s| s.index != index)
+        {
+            return Err(PoolError::DuplicateSeq);
+        }
+        self.rekey(index, topic, old_key, key);
+        if old_state.evictable() {
+            self.lru_unlink(index);
+        }
+        if state.evictable() {
+            self.lru_push(index);
+        }
+        if let Some(e) = self.entry_mut(index) {
+            e.key = key;
+            e.state = state;
+        }
+        Ok(())
+    }
+
+    /// Takes a message out of the pool; its slot handle goes stale. Returns its id and topic
+    /// (None for a stale slot); the payload stays in the slot, to be reused by a later
+    /// [`Pool::insert_with`] (or dropped by a later [`Pool::insert`] or with the pool).
+    pub fn remove(&mut self, slot: Slot) -> Option<(MsgId, TopicKey)> {
         let index = self.check(slot).ok()?;
         let (lo, _) = self.topic_bounds(self.topic_of(index), 0);
         let from = self.position(index, lo)?;
         self.order_remove(from);
-        let entry = self.take(index);
+        let gone = self.vacate(index);
         self.free(index);
-        entry
+        gone
     }
 
     /// The topic's messages in OrderKey order.
@@ -600,12 +700,55 @@ impl<T, const N: usize> Pool<T, N> {
         self.iter_range(lo, hi)
     }
 
+    /// Sets the owner's bit of an entry (false after insert). The pool gives it no meaning;
+    /// it is kept beside the indexes, so that [`Pool::marks_from`] can count by it without
+    /// reading entries (which, with large payloads, lie pages apart). The engine marks the
+    /// messages its user sent.
+    pub fn set_mark(&mut self, slot: Slot, mark: bool) -> Result<(), PoolError> {
+        let index = self.check(slot)?;
+        if let Some(m) = self.marks.get_mut(usize::from(index)) {
+            *m = mark;
+        }
+        Ok(())
+    }
+
+    /// The topic's keys with key >= from, in order, each with its entry's mark
+    /// ([`Pool::set_mark`]); reads the compact indexes only, never the entries.
+    pub fn marks_from(
+        &self,
+        topic: TopicKey,
+        from: OrderKey,
+    ) -> impl DoubleEndedIterator<Item = (OrderKey, bool)> + '_ {
+        let (_, hi) = self.topic_bounds(topic, topic);
+        let k = sort_key(topic, from);
+        let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
+        self.order.get(lo..hi).unwrap_or(&[]).iter().map(|&o| {
+            let s = order_slot(o);
+            let k = self.sort_of(s);
+            let key = OrderKey {
+                seq: (k >> 32) as u64,
+                local: k as u32,
+            };
+            (
+                key,
+                self.marks.get(usize::from(s)).copied().unwrap_or(false),
+            )
+        })
+    }
+
     /// Highest stored seq held for the topic (0 if none).
     pub fn last_seq(&self, topic: TopicKey) -> u64 {
-        self.iter_topic(topic)
+        // Read from the packed sort keys, not the entries: the topic may end in many pending
+        // messages (local != 0), and the keys sit together in one small array.
+        let (lo, hi) = self.topic_bounds(topic, topic);
+        self.live()
+            .get(lo..hi)
+            .unwrap_or(&[])
+            .iter()
             .rev()
-            .find(|(_, e)| e.key.is_stored())
-            .map_or(0, |(_, e)| e.key.seq)
+            .map(|&o| self.sort_of(order_slot(o)))
+            .find(|&k| k as u32 == 0)
+            .map_or(0, |k| (k >> 32) as u64)
     }
 
     /// Removes every message of a topic (e.g. the user left it); returns how many.
@@ -613,7 +756,7 @@ impl<T, const N: usize> Pool<T, N> {
         let (lo, hi) = self.topic_bounds(topic, topic);
         for p in lo..hi {
             let index = order_slot(self.order[p]);
-            self.take(index);
+            self.vacate(index);
             self.free(index);
         }
         self.order.copy_within(hi..self.len, lo);
@@ -623,11 +766,24 @@ impl<T, const N: usize> Pool<T, N> {
 
     // ---- internals ----
 
+    /// Is the slot occupied (odd generation)?
+    fn occupied(&self, index: u16) -> bool {
+        self.generation
+            .get(usize::from(index))
+            .is_some_and(|g| g & 1 == 1)
+    }
+
     fn entry(&self, index: u16) -> Option<&Entry<T>> {
+        if !self.occupied(index) {
+            return None;
+        }
         self.entries.get(usize::from(index))?.as_ref()
     }
 
     fn entry_mut(&mut self, index: u16) -> Option<&mut Entry<T>> {
+        if !self.occupied(index) {
+            return None;
+        }
         self.entries.get_mut(usize::from(index))?.as_mut()
     }
 
@@ -672,20 +828,47 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// Empties an occupied slot, taking it out of the hash tables and the eviction list (not
-    /// the sorted index, nor onto the free list); its handles go stale.
-    fn take(&mut self, index: u16) -> Option<Entry<T>> {
+    /// the sorted index, nor onto the free list); its handles go stale. The entry stays in
+    /// place (only the generation says the slot is empty). Its id and topic.
+    fn vacate(&mut self, index: u16) -> Option<(MsgId, TopicKey)> {
         let i = usize::from(index);
-        let e = self.entries.get_mut(i)?.take()?;
+        let e = self.entry(index)?;
+        let (id, topic, stored, evictable) =
+            (e.id, e.topic, e.key.is_stored(), e.state.evictable());
         let (id_tag, seq_tag) = self.tags[i];
         self.by_id.remove(id_tag, index);
-        if e.key.is_stored() {
+        if stored {
             self.by_seq.remove(seq_tag, index);
         }
-        if e.state.evictable() {
+        if evictable {
             self.lru_unlink(index);
         }
+        // Even: empty.
         self.generation[i] = self.generation[i].wrapping_add(1);
-        Some(e)
+        Some((id, topic))
+    }
+
+    /// Takes an occupied slot out of the sorted index and the (topic, seq) table and files it
+    /// again under `key` (after any equal keys); the caller updates the entry and the eviction
+    /// list.
+    fn rekey(&mut self, index: u16, topic: TopicKey, old_key: OrderKey, key: OrderKey) {
+        let i = usize::from(index);
+        if old_key.is_stored() {
+            self.by_seq.remove(self.tags[i].1, index);
+        }
+        self.tags[i].1 = seq_tag(topic, key.seq);
+        if key.is_stored() {
+            self.by_seq.insert(self.tags[i].1, index);
+        }
+        let (lo, _) = self.topic_bounds(topic, topic);
+        if let Some(from) = self.position(index, lo) {
+            self.order_remove(from);
+        }
+        let k = sort_key(topic, key);
+        self.sort[i] = k;
+        let (_, hi) = self.topic_bounds(topic, topic);
+        let to = self.insert_pos(topic, k, hi);
+        self.order_insert(to, order_entry(topic, index));
     }
 
     /// Puts an empty slot on the free list.
@@ -1185,13 +1368,16 @@ mod tests {
             .insert(id(1), 0, OrderKey::stored(1), RECV, 9)
             .unwrap()
             .slot;
-        let e = pool.remove(s).unwrap();
-        assert_eq!((e.id, e.data), (id(1), 9));
+        assert_eq!(pool.remove(s), Some((id(1), 0)));
         assert!(pool.get(s).is_none());
         assert!(pool.data_mut(s).is_none());
         assert!(pool.remove(s).is_none());
         assert_eq!(pool.set_state(s, RECV), Err(PoolError::NotFound));
         assert_eq!(pool.confirm(s, 2), Err(PoolError::NotFound));
+        assert_eq!(
+            pool.requeue(s, OrderKey::stored(2), RECV),
+            Err(PoolError::NotFound)
+        );
         assert!(pool.find_id(&id(1)).is_none());
         assert!(pool.find_seq(0, 1).is_none());
         assert!(pool.is_empty());
@@ -1251,6 +1437,207 @@ mod tests {
             .slot;
         pool.data_mut(s).unwrap()[2] = 7;
         assert_eq!(pool.get(s).unwrap().data, [0, 0, 7, 0]);
+    }
+
+    /// A payload that records what `insert_with` handed to `fill`.
+    #[derive(Debug, Default, PartialEq)]
+    struct Text {
+        bytes: heapless::Vec<u8, 8>,
+        fills: u32,
+    }
+
+    fn fill_with(text: &[u8]) -> impl FnOnce(&mut Text) + '_ {
+        move |t| {
+            t.bytes.clear();
+            t.bytes.extend_from_slice(text).unwrap();
+            t.fills += 1;
+        }
+    }
+
+    #[test]
+    fn insert_with_fills_a_new_slot_from_default_and_a_reused_one_in_place() {
+        let mut pool: Pool<Text, 2> = Pool::new();
+        let a = pool.insert_with(id(1), 0, OrderKey::stored(1), RECV, fill_with(b"first"));
+        let a = a.unwrap().slot;
+        let e = pool.get(a).unwrap();
+        assert_eq!(
+            (e.id, e.topic, e.key, e.state),
+            (id(1), 0, OrderKey::stored(1), RECV)
+        );
+        assert_eq!((&e.data.bytes[..], e.data.fills), (&b"first"[..], 1));
+        pool.insert_with(id(2), 0, OrderKey::stored(2), RECV, fill_with(b"second"))
+            .unwrap();
+
+        // Full: the new message evicts the first and is written over its payload, which
+        // `fill` sees (fills == 1 before this one) and must overwrite.
+        let c = pool.insert_with(
+            id(3),
+            1,
+            OrderKey::stored(1),
+            MessageState::Queued,
+            fill_with(b"3"),
+        );
+        let c = c.unwrap();
+        assert_eq!(c.evicted, Some((id(1), 0)));
+        assert_eq!(c.slot.index, a.index, "the victim's slot is reused");
+        assert!(pool.get(a).is_none(), "the victim's handle is stale");
+        let e = pool.get(c.slot).unwrap();
+        assert_eq!((e.id, e.topic, e.state), (id(3), 1, MessageState::Queued));
+        assert_eq!((&e.data.bytes[..], e.data.fills), (&b"3"[..], 2));
+        assert_eq!(pool.find_id(&id(3)), Some(c.slot));
+        assert_eq!(pool.find_seq(1, 1), Some(c.slot));
+        assert!(pool.find_id(&id(1)).is_none());
+
+        // A removed message's slot is reused the same way.
+        pool.remove(c.slot).unwrap();
+        let d = pool.insert_with(id(4), 1, OrderKey::stored(2), RECV, fill_with(b"four"));
+        let d = d.unwrap();
+        assert_eq!((d.slot.index, d.evicted), (c.slot.index, None));
+        assert_eq!(pool.get(d.slot).unwrap().data.fills, 3);
+        assert_eq!(pool.get(d.slot).unwrap().data.bytes, b"four");
+    }
+
+    #[test]
+    fn a_refused_insert_with_never_calls_fill() {
+        let mut pool: Pool<Text, 1> = Pool::new();
+        pool.insert_with(
+            id(1),
+            0,
+            OrderKey::pending(0, 1),
+            MessageState::Sending,
+            fill_with(b"x"),
+        )
+        .unwrap();
+        let called = core::cell::Cell::new(false);
+        for (n, key) in [(1, OrderKey::stored(5)), (2, OrderKey::stored(5))] {
+            let got = pool.insert_with(id(n), 0, key, RECV, |_| called.set(true));
+            let want = if n == 1 {
+                PoolError::DuplicateId
+            } else {
+                PoolError::Full
+            };
+            assert_eq!(got, Err(want));
+        }
+        assert!(!called.get());
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn requeue_moves_a_failed_message_to_the_end_queued_with_its_payload_and_handle() {
+        let mut pool: Pool<u32, 8> = Pool::new();
+        pool.insert(id(1), 0, OrderKey::stored(1), RECV, 10)
+            .unwrap();
+        let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), MessageState::Sending, 20);
+        let mine = mine.unwrap().slot;
+        pool.set_state(mine, MessageState::Failed(FailReason::TimedOut))
+            .unwrap();
+        pool.insert(id(3), 0, OrderKey::stored(2), RECV, 30)
+            .unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(3)]);
+
+        pool.requeue(mine, OrderKey::pending(2, 1), MessageState::Queued)
+            .unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(3), id(2)]);
+        let e = pool.get(mine).unwrap();
+        assert_eq!(
+            (e.key, e.state, e.data),
+            (OrderKey::pending(2, 1), MessageState::Queued, 20)
+        );
+        assert_eq!(pool.find_id(&id(2)), Some(mine));
+        assert_eq!(pool.last_seq(0), 2);
+    }
+
+    #[test]
+    fn requeue_to_a_held_seq_is_refused_and_a_stored_key_is_indexed() {
+        let mut pool: Pool<(), 4> = Pool::new();
+        let first = pool
+            .insert(id(1), 0, OrderKey::stored(1), RECV, ())
+            .unwrap()
+            .slot;
+        let s = pool
+            .insert(id(2), 0, OrderKey::stored(2), RECV, ())
+            .unwrap()
+            .slot;
+        pool.insert(id(3), 0, OrderKey::stored(3), RECV, ())
+            .unwrap();
+        assert_eq!(
+            pool.requeue(s, OrderKey::stored(1), RECV),
+            Err(PoolError::DuplicateSeq)
+        );
+        assert_eq!(pool.get(s).unwrap().key, OrderKey::stored(2));
+
+        pool.requeue(first, OrderKey::stored(7), RECV).unwrap();
+        assert_eq!(pool.find_seq(0, 7), Some(first));
+        assert!(pool.find_seq(0, 1).is_none());
+        assert_eq!(ids(&pool, 0), vec![id(2), id(3), id(1)]);
+        // Requeued while evictable: it went to the back of the eviction order.
+        pool.insert(id(4), 0, OrderKey::stored(4), RECV, ())
+            .unwrap();
+        let evicted: Vec<_> = (5..8)
+            .map(|n| {
+                let key = OrderKey::stored(u64::from(n) + 10);
+                pool.insert(id(n), 0, key, RECV, ()).unwrap().evicted
+            })
+            .collect();
+        assert_eq!(
+            evicted,
+            vec![Some((id(2), 0)), Some((id(3), 0)), Some((id(1), 0))]
+        );
+    }
+
+    #[test]
+    fn marks_are_the_owners_bits_cleared_on_insert_and_listed_in_order() {
+        let mut pool: Pool<(), 3> = Pool::new();
+        let a = pool
+            .insert(id(1), 0, OrderKey::stored(1), RECV, ())
+            .unwrap()
+            .slot;
+        let b = pool.insert(id(2), 0, OrderKey::pending(1, 1), MessageState::Sending, ());
+        let b = b.unwrap().slot;
+        pool.insert(id(3), 0, OrderKey::stored(2), RECV, ())
+            .unwrap();
+        pool.set_mark(a, true).unwrap();
+        pool.set_mark(b, true).unwrap();
+        let all: Vec<_> = pool.marks_from(0, OrderKey::stored(0)).collect();
+        let want = vec![
+            (OrderKey::stored(1), true),
+            (OrderKey::pending(1, 1), true),
+            (OrderKey::stored(2), false),
+        ];
+        assert_eq!(all, want);
+        let later: Vec<_> = pool.marks_from(0, OrderKey::pending(1, 1)).collect();
+        assert_eq!(later, want[1..]);
+        assert_eq!(pool.marks_from(1, OrderKey::stored(0)).count(), 0);
+
+        // The marked slot is evicted and reused: the new entry starts unmarked; the stale
+        // handle sets nothing.
+        let c = pool
+            .insert(id(4), 0, OrderKey::stored(3), RECV, ())
+            .unwrap();
+        assert_eq!((c.slot.index, c.evicted), (a.index, Some((id(1), 0))));
+        assert_eq!(pool.set_mark(a, true), Err(PoolError::NotFound));
+        let marks: Vec<bool> = pool
+            .marks_from(0, OrderKey::stored(0))
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(marks, vec![true, false, false]);
+    }
+
+    #[test]
+    fn last_seq_looks_past_many_pending_messages() {
+        let mut pool: Pool<(), 64> = Pool::new();
+        pool.insert(id(1), 2, OrderKey::stored(41), RECV, ())
+            .unwrap();
+        for n in 1..50 {
+            let key = OrderKey::pending(41, n);
+            pool.insert(id(100 + n), 2, key, MessageState::Queued, ())
+                .unwrap();
+        }
+        pool.insert(id(2), 3, OrderKey::stored(99), RECV, ())
+            .unwrap();
+        assert_eq!(pool.last_seq(2), 41);
+        assert_eq!(pool.last_seq(3), 99);
+        assert_eq!(pool.last_seq(1), 0);
     }
 
     #[test]
@@ -1394,7 +1781,7 @@ mod tests {
         }
         for n in (0..256).step_by(3) {
             let s = pool.find_id(&mk(n)).unwrap();
-            assert_eq!(pool.remove(s).unwrap().id, mk(n));
+            assert_eq!(pool.remove(s).unwrap().0, mk(n));
         }
         for n in 0..256 {
             assert_eq!(pool.find_id(&mk(n)).is_some(), n % 3 != 0, "id {n}");
@@ -1461,6 +1848,12 @@ mod tests {
         Remove {
             pick: usize,
         },
+        Requeue {
+            pick: usize,
+            seq: u64,
+            local: u32,
+            state: u8,
+        },
         Clear {
             topic: u16,
         },
@@ -1488,6 +1881,8 @@ mod tests {
             2 => (any::<usize>(), any::<u8>()).prop_map(|(pick, state)| Op::SetState { pick, state }),
             2 => (any::<usize>(), 0u64..12).prop_map(|(pick, seq)| Op::Confirm { pick, seq }),
             1 => any::<usize>().prop_map(|pick| Op::Remove { pick }),
+            1 => (any::<usize>(), 0u64..12, prop_oneof![Just(0u32), 1u32..3], any::<u8>())
+                .prop_map(|(pick, seq, local, state)| Op::Requeue { pick, seq, local, state }),
             1 => (0u16..4).prop_map(|topic| Op::Clear { topic }),
         ]
     }
@@ -1541,7 +1936,12 @@ mod tests {
                     let (id, key, state) =
                         (id(u32::from(n)), OrderKey { seq, local }, state_of(state));
                     let data = model.tick() as u32;
-                    let got = pool.insert(id, topic, key, state, data);
+                    // Half the inserts move the payload in, half fill it in place.
+                    let got = if n % 2 == 0 {
+                        pool.insert(id, topic, key, state, data)
+                    } else {
+                        pool.insert_with(id, topic, key, state, |d| *d = data)
+                    };
                     let expect_err = if model.live.iter().any(|m| m.entry.id == id) {
                         Some(PoolError::DuplicateId)
                     } else if key.is_stored() && model.holder(topic, seq).is_some() {
@@ -1649,7 +2049,37 @@ mod tests {
                     let got = pool.remove(slot);
                     match model.at(slot) {
                         None => prop_assert_eq!(got, None),
-                        Some(i) => prop_assert_eq!(got, Some(model.live.remove(i).entry)),
+                        Some(i) => {
+                            let e = model.live.remove(i).entry;
+                            prop_assert_eq!(got, Some((e.id, e.topic)));
+                        }
+                    }
+                }
+                Op::Requeue {
+                    pick: p,
+                    seq,
+                    local,
+                    state,
+                } => {
+                    let Some(slot) = pick(p) else { continue };
+                    let (key, state) = (OrderKey { seq, local }, state_of(state));
+                    let got = pool.requeue(slot, key, state);
+                    match model.at(slot) {
+                        None => prop_assert_eq!(got, Err(PoolError::NotFound)),
+                        Some(i) => {
+                            let topic = model.live[i].entry.topic;
+                            if key.is_stored()
+                                && model.holder(topic, seq).is_some_and(|s| s != slot)
+                            {
+                                prop_assert_eq!(got, Err(PoolError::DuplicateSeq));
+                                continue;
+                            }
+                            prop_assert_eq!(got, Ok(()));
+                            let tie = model.tick();
+                            let lru = state.evictable().then(|| model.tick());
+                            let m = &mut model.live[i];
+                            (m.entry.key, m.entry.state, m.tie, m.lru) = (key, state, tie, lru);
+                        }
                     }
                 }
                 Op::Clear { topic } => {

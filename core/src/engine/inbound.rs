@@ -2,7 +2,7 @@
 
 use crate::id::MsgId;
 use crate::order::Arrival;
-use crate::pool::{FailReason, MessageState, OrderKey, TopicKey};
+use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, TopicKey};
 use crate::proto::{
     Code, Ctrl, CtrlParams, Data, Info, Meta, MetaItem, NoteWhat, Pres, PresWhat, ServerPacket,
     decode_server,
@@ -14,7 +14,7 @@ use super::config::label;
 const ARRIVING_RESERVE: usize = 8;
 
 use super::{
-    Attach, Body, Command, EVENT_SLACK, Engine, EngineError, Event, Handshake, Pull, ReqKind,
+    Attach, Command, EVENT_SLACK, Engine, EngineError, Event, Handshake, Pull, ReqKind,
     SessionState,
 };
 
@@ -315,14 +315,13 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
         let wanted = self.cfg.filter.is_none_or(|f| f(d));
         if wanted {
-            let Some(body) = self.body_of(d) else {
+            if d.content.len() > C {
                 self.stats.bad_input += 1;
                 return;
-            };
+            }
             let key = OrderKey::stored(d.seq);
             if self
-                .pool
-                .insert(d.msg_id, topic, key, MessageState::Arriving, body)
+                .insert_body(d, topic, key, MessageState::Arriving)
                 .is_err()
             {
                 // No room: not recorded, so it will be pushed or pulled again.
@@ -366,11 +365,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             self.stats.filtered += 1;
             return;
         }
-        let Some(body) = self.body_of(d) else { return };
+        if d.content.len() > C {
+            return;
+        }
         let key = OrderKey::stored(d.seq);
         if self
-            .pool
-            .insert(d.msg_id, topic, key, MessageState::Received, body)
+            .insert_body(d, topic, key, MessageState::Received)
             .is_ok()
         {
             self.push_event(Event::MessageAdded {
@@ -382,15 +382,24 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
     }
 
-    fn body_of(&self, d: &Data<'_>) -> Option<Body<C>> {
-        Some(Body {
-            from: label(d.from),
-            outgoing: !self.user.is_empty() && d.from == self.user.as_str(),
-            ts: d.ts,
-            mime: label(d.head.mime),
-            reply_to: d.head.reply_to,
-            content: heapless::Vec::from_slice(d.content).ok()?,
-        })
+    /// Puts a received message into the pool, its body written in place (content already
+    /// checked to fit).
+    fn insert_body(
+        &mut self,
+        d: &Data<'_>,
+        topic: TopicKey,
+        key: OrderKey,
+        state: MessageState,
+    ) -> Result<Inserted, PoolError> {
+        let outgoing = !self.user.is_empty() && d.from == self.user.as_str();
+        let (from, mime) = (label(d.from), label(d.head.mime));
+        let inserted = self.pool.insert_with(d.msg_id, topic, key, state, |body| {
+            body.refill(&from, outgoing, d.ts, &mime, d.head.reply_to, d.content)
+        })?;
+        if outgoing {
+            let _ = self.pool.set_mark(inserted.slot, true); // own: not unread
+        }
+        Ok(inserted)
     }
 
     /// Hands the application every message that became contiguous in one topic, in seq order,

@@ -8,7 +8,10 @@ use crate::pool::{MessageState, OrderKey, TopicKey};
 use super::config::Label;
 
 /// What the pool stores for each message besides its id, position and state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// With the content inline it is large (`C` bytes and more), so the engine never builds one on
+/// the stack: it fills the pool slot's body in place ([`crate::pool::Pool::insert_with`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Body<const C: usize> {
     /// The sender's user id (the session's own for outgoing messages).
     pub from: Label,
@@ -22,6 +25,29 @@ pub struct Body<const C: usize> {
     pub reply_to: Option<u64>,
     /// The content bytes.
     pub content: Vec<u8, C>,
+}
+
+impl<const C: usize> Body<C> {
+    /// Overwrites every field in place, copying only `content`'s bytes (an earlier message's
+    /// body is reused). Content beyond `C` bytes is cut; callers check the length first.
+    pub(super) fn refill(
+        &mut self,
+        from: &Label,
+        outgoing: bool,
+        ts: u64,
+        mime: &Label,
+        reply_to: Option<u64>,
+        content: &[u8],
+    ) {
+        self.from.clone_from(from);
+        self.outgoing = outgoing;
+        self.ts = ts;
+        self.mime.clone_from(mime);
+        self.reply_to = reply_to;
+        self.content.clear();
+        let fits = content.get(..C).unwrap_or(content);
+        let _ = self.content.extend_from_slice(fits);
+    }
 }
 
 /// A message as the application sees it.

@@ -535,21 +535,24 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         self.advance(now);
         self.check_alive()?;
         let topic = self.subscribe(topic_name)?;
-        let content = Vec::from_slice(content).map_err(|_| EngineError::TooLarge)?;
+        if content.len() > C {
+            return Err(EngineError::TooLarge);
+        }
         let mime = Label::try_from(head.mime).map_err(|_| EngineError::TooLarge)?;
         let id = MsgId::generate_tagged(self.wall_ms(now), self.id_tag, &mut self.rng);
-        let body = Body {
-            from: self.user.clone(),
-            outgoing: true,
-            ts: self.wall_ms(now),
-            mime,
-            reply_to: head.reply_to,
-            content,
-        };
+        let ts = self.wall_ms(now);
         let key = self.pending_key(topic);
-        self.pool
-            .insert(id, topic, key, MessageState::Queued, body)
+        let from = &self.user;
+        // The body is written straight into the pool's slot: with up to C bytes of content
+        // inline, building it here and moving it in would copy all of it, however short the
+        // message.
+        let inserted = self
+            .pool
+            .insert_with(id, topic, key, MessageState::Queued, |body| {
+                body.refill(from, true, ts, &mime, head.reply_to, content)
+            })
             .map_err(|_| EngineError::PoolFull)?;
+        let _ = self.pool.set_mark(inserted.slot, true); // own: not unread
         if let Err(e) = self.enqueue_send(now, id) {
             if let Some(slot) = self.pool.find_id(&id) {
                 self.pool.remove(slot);
@@ -576,14 +579,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             return Err(EngineError::NoSuchMessage);
         }
         let topic = entry.topic;
-        let removed = self.pool.remove(slot).ok_or(EngineError::NoSuchMessage)?;
         let key = self.pending_key(topic);
-        let inserted = self
-            .pool
-            .insert(*id, topic, key, MessageState::Queued, removed.data);
-        if inserted.is_err() {
-            return Err(EngineError::PoolFull);
-        }
+        // In place: a fresh virtual position, the body where it is.
+        self.pool
+            .requeue(slot, key, MessageState::Queued)
+            .map_err(|_| EngineError::PoolFull)?;
         if let Err(e) = self.enqueue_send(now, *id) {
             if let Some(slot) = self.pool.find_id(id) {
                 let _ = self
@@ -1008,10 +1008,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             return;
         };
         let (read, latest) = (t.read, t.latest.max(t.emitted));
+        // By the pool's marks (set on own messages), not by reading each entry: with large
+        // bodies those lie pages apart, and a topic may hold hundreds of unread messages.
         let own = self
             .pool
-            .iter_topic_from(topic, OrderKey::stored(read.saturating_add(1)))
-            .filter(|(_, e)| e.key.is_stored() && e.data.outgoing)
+            .marks_from(topic, OrderKey::stored(read.saturating_add(1)))
+            .filter(|&(key, own)| key.is_stored() && own)
             .count() as u64;
         let count = latest.saturating_sub(read).saturating_sub(own);
         if let Some(t) = self.topics.get_mut(usize::from(topic))
