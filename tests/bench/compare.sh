@@ -26,22 +26,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A loopback port nothing listens on.
+# A loopback port nothing listens on, below the kernel's ephemeral range (client sockets, such
+# as the ones a previous benchmark left in TIME_WAIT, take theirs from there).
 free_port() {
     local p
     for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 20000))
+        p=$((10000 + RANDOM % 20000))
         if ! nc -z 127.0.0.1 "$p" 2>/dev/null; then echo "$p"; return; fi
     done
     echo "no free port" >&2; exit 1
 }
 
+# wait_port NAME PORT PID LOG: waits until PORT listens; says why not if NAME's process ended or
+# 30 s passed, with the end of its log.
 wait_port() {
-    for _ in $(seq 100); do
-        if nc -z 127.0.0.1 "$1" 2>/dev/null; then return; fi
+    for _ in $(seq 300); do
+        if nc -z 127.0.0.1 "$2" 2>/dev/null; then return; fi
+        if ! kill -0 "$3" 2>/dev/null; then
+            echo "$1 exited before listening on $2; its log:" >&2; tail -20 "$4" >&2; exit 1
+        fi
         sleep 0.1
     done
-    echo "nothing listens on $1" >&2; exit 1
+    echo "$1 does not listen on $2 after 30 s; its log:" >&2; tail -20 "$4" >&2; exit 1
 }
 
 mqtt_port=$(free_port)
@@ -52,9 +58,11 @@ persistence false
 set_tcp_nodelay true
 max_inflight_messages 64
 max_queued_messages 100000
-log_dest none
+log_dest stderr
+log_type error
+log_type warning
 CONF
-mosquitto -c "$work/mosquitto.conf" & pids+=($!); mqtt_pid=$!
+mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" & pids+=($!); mqtt_pid=$!
 
 nats_port=$(free_port)
 mkdir -p "$work/nats"
@@ -68,8 +76,8 @@ for _ in $(seq 100); do
 done
 kefu_tcp=$(grep -o 'tcp=[^ ]*' "$work/kefu.out" | cut -d= -f2)
 [[ -n "$kefu_tcp" ]] || { echo "the kefu gateway did not start" >&2; exit 1; }
-wait_port "$mqtt_port"
-wait_port "$nats_port"
+wait_port mosquitto "$mqtt_port" "$mqtt_pid" "$work/mosquitto.log"
+wait_port nats-server "$nats_port" "$nats_pid" "$work/nats.log"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "versions: $("$kefu" --version), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), nats-server $(nats-server --version | awk '{print $2}')"
