@@ -11,6 +11,7 @@ use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use kefu_host::gateway::config::TlsFiles;
 use kefu_host::gateway::context::now_ms;
+use kefu_host::gateway::listening::Listening;
 use kefu_host::gateway::policy::Policy;
 use kefu_host::gateway::{GatewayConfig, auth, names, server};
 use kefu_host::store::{NewUser, Role, Store, StoreError};
@@ -223,12 +224,12 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
     };
     let running = server::start(cfg).await.map_err(|e| e.to_string())?;
     // One line on stdout for scripts and tests (ports may have been chosen by the OS).
-    println!(
-        "kefu gateway listening: http={} tcp={}{}",
-        running.http_addr,
-        running.tcp_addr,
-        if running.tls { " tls=on" } else { "" }
-    );
+    let listening = Listening {
+        http: running.http_addr,
+        tcp: running.tcp_addr,
+        tls: running.tls,
+    };
+    println!("{listening}");
     let stopper = running.stopper();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -145,20 +145,3 @@ async fn bad_command_lines_fail_with_a_message() {
     let (ok, line, _) = kefu(&["--version"]);
     assert!(ok && line.starts_with("kefu "), "{line}");
 }
-
-#[test]
-fn the_listening_line_parses_and_garbage_does_not() {
-    let ok = support::parse_listening("kefu gateway listening: http=127.0.0.1:1 tcp=127.0.0.1:2\n");
-    assert_eq!(
-        ok,
-        Some((
-            "127.0.0.1:1".parse().expect("addr"),
-            "127.0.0.1:2".parse().expect("addr")
-        ))
-    );
-    assert_eq!(support::parse_listening("listening http=1 tcp=2"), None);
-    assert_eq!(
-        support::parse_listening("kefu gateway listening: http=x tcp=127.0.0.1:2"),
-        None
-    );
-}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use kefu_host::gateway::listening::Listening;
 use tokio::process::{Child, Command};
 
 /// The `kefu` binary: `$KEFU_BIN`, else `kefu` in the target folder this test runs from
@@ -253,7 +254,7 @@ impl Gateway {
         let deadline = tokio::time::Instant::now() + crate::WAIT;
         loop {
             let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-            if let Some((http, tcp)) = text.lines().find_map(parse_listening) {
+            if let Some(Listening { http, tcp, .. }) = text.lines().find_map(Listening::parse) {
                 self.http = http;
                 self.tcp = tcp;
                 self.child = Some(child);
@@ -270,19 +271,4 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// Parses `kefu gateway listening: http=ADDR tcp=ADDR ...`.
-pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = line.trim().strip_prefix("kefu gateway listening: ")?;
-    let mut http = None;
-    let mut tcp = None;
-    for part in rest.split_whitespace() {
-        if let Some(a) = part.strip_prefix("http=") {
-            http = a.parse().ok();
-        } else if let Some(a) = part.strip_prefix("tcp=") {
-            tcp = a.parse().ok();
-        }
-    }
-    Some((http?, tcp?))
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::BenchError;
+use crate::gateway::listening::Listening;
 
 /// A running gateway process.
 pub struct GatewayProcess {
@@ -42,19 +43,14 @@ impl GatewayProcess {
         let stdout = child.stdout.take().ok_or(BenchError::Closed)?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let addr = |key: &str| -> Option<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|a| a.parse().ok())
-        };
-        match (addr("http="), addr("tcp=")) {
-            (Some(http), Some(tcp)) => Ok(GatewayProcess {
+        match Listening::parse(&line) {
+            Some(Listening { http, tcp, .. }) => Ok(GatewayProcess {
                 child,
                 dir,
                 http,
                 tcp,
             }),
-            _ => {
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = std::fs::remove_dir_all(&dir);

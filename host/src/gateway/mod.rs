@@ -10,6 +10,7 @@ pub mod desk;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod listening;
 pub mod metrics;
 pub mod names;
 pub mod policy;

@@ -16,6 +16,7 @@ use kefu_core::proto::{
     self, Acc, Ack, Action, ActionWhat, AuthScheme, ClientPacket, Code, CtrlParams, Get, GetWhat,
     Head, Hi, Leave, Login, MetaItem as CoreMeta, Note, NoteWhat, Pub, ServerPacket, Sub,
 };
+use kefu_host::gateway::listening::Listening;
 use kefu_host::gateway::wire::{Head as OwnedHead, MetaItem, Out, Params, SubInfo, TopicDesc};
 use kefu_host::gateway::{GatewayConfig, Running, start};
 use kefu_host::model::Message;
@@ -611,7 +612,7 @@ impl Bin {
             .await
             .expect("the gateway says where it listens in time")
             .expect("stdout readable");
-        let (http, tcp) = parse_listening(&line)
+        let Listening { http, tcp, .. } = Listening::parse(&line)
             .unwrap_or_else(|| panic!("unexpected first line from kefu gateway: {line:?}"));
         Bin {
             child,
@@ -642,19 +643,4 @@ impl Bin {
             .success();
         assert!(ok, "kill -TERM delivered");
     }
-}
-
-/// Parses `kefu gateway listening: http=ADDR tcp=ADDR`.
-pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = line.trim().strip_prefix("kefu gateway listening: ")?;
-    let mut http = None;
-    let mut tcp = None;
-    for part in rest.split_whitespace() {
-        if let Some(a) = part.strip_prefix("http=") {
-            http = a.parse().ok();
-        } else if let Some(a) = part.strip_prefix("tcp=") {
-            tcp = a.parse().ok();
-        }
-    }
-    Some((http?, tcp?))
 }
