@@ -94,6 +94,25 @@ fn own(p: ServerPacket<'_>) -> Got {
     }
 }
 
+/// A plain `pub` (no mime, no reply) of `content` with `msg_id`, request `id`.
+pub fn pub_packet<'a>(
+    id: u32,
+    topic: &'a str,
+    msg_id: MsgId,
+    content: &'a [u8],
+) -> ClientPacket<'a> {
+    ClientPacket::Pub(Pub {
+        id,
+        topic,
+        msg_id,
+        head: Head {
+            mime: "",
+            reply_to: None,
+        },
+        content,
+    })
+}
+
 /// Encodes a client packet as one whole frame.
 pub fn frame_of(p: &ClientPacket<'_>) -> Vec<u8> {
     let mut buf = vec![0u8; 256 * 1024];
@@ -356,17 +375,7 @@ impl Raw {
     /// `pub` of `content` with `msg_id`; the answer.
     pub async fn publish(&mut self, topic: &str, msg_id: MsgId, content: &[u8]) -> Option<Got> {
         let id = self.next_id();
-        let p = ClientPacket::Pub(Pub {
-            id,
-            topic,
-            msg_id,
-            head: Head {
-                mime: "",
-                reply_to: None,
-            },
-            content,
-        });
-        self.call(&p, id).await
+        self.call(&pub_packet(id, topic, msg_id, content), id).await
     }
 
     /// Every stored message of `topic` up to `latest` as (id, seq), pulled in pages.

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use kefu_core::id::MsgId;
 use kefu_core::proto::{
-    self, Action, ActionWhat, ClientPacket, Code, Get, GetWhat, Head, Hi, Note, NoteWhat, Pub,
+    self, Action, ActionWhat, ClientPacket, Code, Get, GetWhat, Hi, Note, NoteWhat,
 };
 use kefu_host::gateway::auth::TokenKey;
 use kefu_tests::gateway::{self, Gateway, NewAccount, Options};
 use kefu_tests::ledger::Ledger;
-use kefu_tests::raw::{Got, Heard, Json, Raw, body_of, code, frame_body, frame_of};
+use kefu_tests::raw::{Got, Heard, Json, Raw, body_of, code, frame_body, frame_of, pub_packet};
 use kefu_tests::sdk::{self, PASSWORD, Plan};
 use kefu_tests::{Dice, WAIT, seed};
 use tokio::sync::watch;
@@ -70,16 +70,7 @@ fn hi(id: u32, ver: u16) -> ClientPacket<'static> {
 }
 
 fn publish(id: u32, topic: &str, msg_id: MsgId, content: &[u8]) -> Vec<u8> {
-    frame_of(&ClientPacket::Pub(Pub {
-        id,
-        topic,
-        msg_id,
-        head: Head {
-            mime: "",
-            reply_to: None,
-        },
-        content,
-    }))
+    frame_of(&pub_packet(id, topic, msg_id, content))
 }
 
 fn random_id(dice: &mut Dice) -> MsgId {
