@@ -476,15 +476,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         self.update_unread(topic);
     }
 
-    /// A `Msg` notice raises the latest seq of the topic it is about and pulls what is missing.
-    /// It is about `src` (on `me`) or, delivered on a topic itself, that topic; a notice on `me`
-    /// about a topic the engine does not hold reaches the application as presence (a
-    /// conversation it does not follow has news) and never touches `me`'s own order.
+    /// A `Msg` notice is about its `src`: for a held topic it raises the latest seq and pulls
+    /// what is missing; about any other topic it reaches the application as presence (a
+    /// conversation it does not follow has news) and never touches the topic it came on.
     fn on_pres(&mut self, now: Instant, p: &Pres<'_>) {
         if let PresWhat::Msg { seq } = p.what
-            && let Some(topic) = self
-                .topic_key(p.src)
-                .or_else(|| (p.topic != "me").then(|| self.topic_key(p.topic)).flatten())
+            && let Some(topic) = self.topic_key(p.src)
         {
             if let Some(t) = self.topics.get_mut(usize::from(topic)) {
                 t.latest = t.latest.max(seq);
