@@ -374,6 +374,9 @@ async fn publish(
         }
         let wake = match job.rate {
             _ if stopping => drain_until,
+            // A full window waits for answers: the next message may be due already, and
+            // waking for it would spin until an answer frees a place.
+            Some(_) if in_flight >= job.window => clock.end,
             Some(rate) => {
                 let next = job.paced_from + Duration::from_secs_f64((sent + 1) as f64 / rate);
                 next.min(clock.end)
