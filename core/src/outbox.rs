@@ -21,6 +21,13 @@
 //! Entries are kept in queue order, so sent entries always form a prefix of the queue; a
 //! removal keeps that order (it shifts whichever side of the removed entry is shorter, so the
 //! common ack of the oldest entry is O(1)).
+//!
+//! Polling does not scan the queue while nothing can be due: the outbox keeps a lower bound of
+//! its retransmit deadlines and of its queueing instants, and where its first waiting entry is.
+//! While `now` is below both bounds (and no entry waits to be resent after a reconnect), no
+//! entry is due for retransmission or give-up, so `poll_send` takes the first waiting entry
+//! at once and `poll_gave_up` answers `None` at once. Otherwise they scan as the rules above
+//! say, and a scan that sees every entry makes the bounds exact again.
 
 use core::fmt;
 
@@ -182,6 +189,18 @@ pub struct Outbox<const N: usize> {
     /// Number of entries in `Slot::InFlight`.
     in_flight: usize,
     connected: bool,
+    /// No entry before this position is `Slot::Waiting` (entries never become waiting again),
+    /// so the first waiting entry is found from here.
+    started: usize,
+    /// Number of entries in `Slot::ResendPending`.
+    resend_pending: usize,
+    /// No in-flight entry has a deadline earlier than this.
+    deadline_floor: Instant,
+    /// No entry was queued earlier than this.
+    queued_floor: Instant,
+    /// Tests compare the fast path against the scan by turning it off.
+    #[cfg(test)]
+    scan_only: bool,
 }
 
 impl<const N: usize> Default for Outbox<N> {
@@ -197,6 +216,12 @@ impl<const N: usize> Outbox<N> {
             queue: Deque::new(),
             in_flight: 0,
             connected: false,
+            started: 0,
+            resend_pending: 0,
+            deadline_floor: Instant::NEVER,
+            queued_floor: Instant::NEVER,
+            #[cfg(test)]
+            scan_only: false,
         }
     }
 
@@ -235,7 +260,30 @@ impl<const N: usize> Outbox<N> {
             queued_at: now,
             slot: Slot::Waiting,
         };
-        self.queue.push_back(entry).map_err(|_| OutboxError::Full)
+        self.queue.push_back(entry).map_err(|_| OutboxError::Full)?;
+        self.queued_floor = self.queued_floor.min(now);
+        Ok(())
+    }
+
+    /// True if no entry can be due at `now`: none is due for retransmission or give-up, and
+    /// none waits to be resent. Then the first waiting entry is the next to send, and nothing
+    /// is given up.
+    fn quiet(&self, now: Instant, cfg: &OutboxConfig) -> bool {
+        #[cfg(test)]
+        if self.scan_only {
+            return false;
+        }
+        self.resend_pending == 0
+            && now < self.deadline_floor
+            && (cfg.give_up_after == Duration::MAX || now < self.queued_floor + cfg.give_up_after)
+    }
+
+    /// The position of the first waiting entry, moving the hint there.
+    fn first_waiting(&mut self) -> Option<usize> {
+        while self.queue.get(self.started)?.slot != Slot::Waiting {
+            self.started += 1;
+        }
+        Some(self.started)
     }
 
     /// Next transmission to make, if connected and a window slot is free: first every entry due for
@@ -249,9 +297,24 @@ impl<const N: usize> Outbox<N> {
         if !self.connected {
             return None;
         }
+        if self.quiet(now, cfg) {
+            if self.in_flight >= cfg.window {
+                return None;
+            }
+            let i = self.first_waiting()?;
+            let order = self.transmit(i, now, cfg.base_rto(), cfg)?;
+            self.in_flight = self.in_flight.saturating_add(1);
+            return Some(order);
+        }
         let mut pending = None;
         let mut waiting = None;
+        let mut deadline_floor = Instant::NEVER;
+        let mut queued_floor = Instant::NEVER;
         for (i, e) in self.queue.iter().enumerate() {
+            queued_floor = queued_floor.min(e.queued_at);
+            if let Slot::InFlight { deadline, .. } = e.slot {
+                deadline_floor = deadline_floor.min(deadline);
+            }
             if e.is_dead(now, cfg) {
                 continue;
             }
@@ -271,6 +334,9 @@ impl<const N: usize> Outbox<N> {
                 Slot::Waiting => waiting = waiting.or(Some(i)),
             }
         }
+        // Every entry was seen: the floors are exact now.
+        self.deadline_floor = deadline_floor;
+        self.queued_floor = queued_floor;
         if self.in_flight >= cfg.window {
             return None;
         }
@@ -289,13 +355,20 @@ impl<const N: usize> Outbox<N> {
         cfg: &OutboxConfig,
     ) -> Option<SendOrder> {
         let e = self.queue.get_mut(i)?;
+        match e.slot {
+            Slot::ResendPending => self.resend_pending = self.resend_pending.saturating_sub(1),
+            Slot::Waiting if i == self.started => self.started += 1,
+            _ => {}
+        }
         e.tries = e.tries.saturating_add(1);
+        let deadline = now + rto;
         e.slot = Slot::InFlight {
             sent_at: now,
-            deadline: now + rto,
+            deadline,
             rto,
             last: cfg.exhausted(e.tries),
         };
+        self.deadline_floor = self.deadline_floor.min(deadline);
         Some(SendOrder {
             req: e.req,
             id: e.id,
@@ -331,6 +404,9 @@ impl<const N: usize> Outbox<N> {
     /// Give-ups due at `now` (tries exhausted after its last timeout expired, or deadline passed),
     /// one per call, removed from the outbox. Works while disconnected too.
     pub fn poll_gave_up(&mut self, now: Instant, cfg: &OutboxConfig) -> Option<GaveUp> {
+        if self.quiet(now, cfg) {
+            return None;
+        }
         let i = self.queue.iter().position(|e| e.is_dead(now, cfg))?;
         self.remove_at(i).map(|e| GaveUp {
             req: e.req,
@@ -365,6 +441,7 @@ impl<const N: usize> Outbox<N> {
     pub fn on_disconnect(&mut self) {
         self.connected = false;
         let mut still = 0usize;
+        let mut pending = 0usize;
         for e in self.queue.iter_mut() {
             if let Slot::InFlight { last, .. } = e.slot {
                 if last {
@@ -373,8 +450,12 @@ impl<const N: usize> Outbox<N> {
                     e.slot = Slot::ResendPending;
                 }
             }
+            if e.slot == Slot::ResendPending {
+                pending = pending.saturating_add(1);
+            }
         }
         self.in_flight = still;
+        self.resend_pending = pending;
     }
 
     /// Connected and logged in again: sending resumes (resend-pending first, in queue order).
@@ -413,8 +494,17 @@ impl<const N: usize> Outbox<N> {
             }
             self.queue.pop_back()
         }?;
-        if let Slot::InFlight { .. } = e.slot {
-            self.in_flight = self.in_flight.saturating_sub(1);
+        match e.slot {
+            Slot::InFlight { .. } => self.in_flight = self.in_flight.saturating_sub(1),
+            Slot::ResendPending => self.resend_pending = self.resend_pending.saturating_sub(1),
+            Slot::Waiting => {}
+        }
+        if i < self.started {
+            self.started -= 1;
+        }
+        if self.queue.is_empty() {
+            self.deadline_floor = Instant::NEVER;
+            self.queued_floor = Instant::NEVER;
         }
         Some(e)
     }
@@ -847,7 +937,7 @@ mod tests {
         assert_eq!(o.poll_gave_up(ms(3_000), &strict).map(|g| g.tries), Some(2));
     }
 
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
     enum Op {
         Push,
         Ack(usize),
@@ -1020,6 +1110,85 @@ mod tests {
             prop_assert_eq!(h.o.in_flight(), 0);
             for (req, seen) in &h.seen {
                 prop_assert_eq!(seen.resolved, 1, "req {} resolved once", req);
+            }
+        }
+
+        /// The fast path answers exactly what the full scan answers, whatever happens, even
+        /// when the configuration changes under waiting entries and time does not always move
+        /// forward.
+        #[test]
+        fn polling_without_a_scan_answers_what_the_scan_answers(
+            window in 1usize..5,
+            rto in 1u64..3_000,
+            max_tries in 0u32..5,
+            give_up_s in prop_oneof![(1u64..60).prop_map(Some), Just(None)],
+            ops in proptest::collection::vec((op(), 0u8..8), 0..160),
+        ) {
+            let mut cfg = OutboxConfig {
+                window,
+                rto: Duration::from_millis(rto),
+                max_rto: Duration::from_millis(rto * 4),
+                max_tries,
+                give_up_after: give_up_s.map_or(Duration::MAX, Duration::from_secs),
+            };
+            let mut fast: Outbox<6> = Outbox::new();
+            let mut scan: Outbox<6> = Outbox::new();
+            scan.scan_only = true;
+            let (mut now, mut next_req) = (ms(0), 1u32);
+            for (op, tweak) in ops {
+                match tweak {
+                    0 => cfg.max_tries = cfg.max_tries.saturating_sub(1),
+                    1 => now = Instant::from_micros(now.as_micros().saturating_sub(500_000)),
+                    2 => cfg.window = cfg.window % 4 + 1,
+                    _ => {}
+                }
+                let live: Vec<u32> = scan.iter().map(|(r, _)| r).collect();
+                let pick = |k: usize| live.get(k % live.len().max(1)).copied();
+                for o in [&mut fast, &mut scan] {
+                    match op {
+                        Op::Push => {
+                            let _ = o.push(now, next_req, id(next_req));
+                        }
+                        Op::Ack(k) | Op::Refuse(k) => {
+                            if let Some(r) = pick(k) {
+                                o.on_ack(r);
+                            }
+                        }
+                        Op::AckUnknown(r) => {
+                            o.on_ack(r);
+                        }
+                        Op::Cancel(k) => {
+                            if let Some(r) = pick(k) {
+                                o.cancel(&id(r));
+                            }
+                        }
+                        Op::Advance(_) | Op::Connect => o.on_connect(now),
+                        Op::Disconnect => o.on_disconnect(),
+                    }
+                }
+                if op == Op::Push {
+                    next_req += 1;
+                }
+                if let Op::Advance(d) = op {
+                    now += Duration::from_millis(d);
+                }
+                loop {
+                    let (a, b) = (fast.poll_gave_up(now, &cfg), scan.poll_gave_up(now, &cfg));
+                    prop_assert_eq!(a, b);
+                    if a.is_none() {
+                        break;
+                    }
+                }
+                loop {
+                    let (a, b) = (fast.poll_send(now, &cfg), scan.poll_send(now, &cfg));
+                    prop_assert_eq!(a, b);
+                    if a.is_none() {
+                        break;
+                    }
+                }
+                prop_assert_eq!(fast.poll_timeout(&cfg), scan.poll_timeout(&cfg));
+                prop_assert_eq!(fast.in_flight(), scan.in_flight());
+                prop_assert!(fast.iter().eq(scan.iter()));
             }
         }
     }
