@@ -348,8 +348,11 @@ pub struct Pool<T, const N: usize> {
     /// The owner's one bit per entry ([`Pool::set_mark`]), beside the sort keys so that
     /// [`Pool::marks_from`] reads no entry.
     marks: [bool; N],
-    /// Occupied slots as [`order_entry`]s in (topic, key) order; `order[..len]` is live.
-    order: [u32; N],
+    /// Occupied slots as [`order_entry`]s in (topic, key) order, in a window of `2N` cells:
+    /// `base..base + len` is live. A change shifts whichever side of it is shorter, so the
+    /// common eviction of a topic's oldest message and insert of its newest move nothing.
+    order: [[u32; 2]; N],
+    base: usize,
     len: usize,
     by_id: Table<N>,
     by_seq: Table<N>,
@@ -384,7 +387,8 @@ impl<T, const N: usize> Pool<T, N> {
             sort: [0; N],
             tags: [(0, 0); N],
             marks: [false; N],
-            order: [0; N],
+            order: [[0; 2]; N],
+            base: 0,
             len: 0,
             by_id: Table::new(),
             by_seq: Table::new(),
@@ -722,7 +726,7 @@ impl<T, const N: usize> Pool<T, N> {
         let (_, hi) = self.topic_bounds(topic, topic);
         let k = sort_key(topic, from);
         let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
-        self.order.get(lo..hi).unwrap_or(&[]).iter().map(|&o| {
+        self.live().get(lo..hi).unwrap_or(&[]).iter().map(|&o| {
             let s = order_slot(o);
             let k = self.sort_of(s);
             let key = OrderKey {
@@ -755,11 +759,17 @@ impl<T, const N: usize> Pool<T, N> {
     pub fn clear_topic(&mut self, topic: TopicKey) -> usize {
         let (lo, hi) = self.topic_bounds(topic, topic);
         for p in lo..hi {
-            let index = order_slot(self.order[p]);
+            let Some(&o) = self.live().get(p) else {
+                break;
+            };
+            let index = order_slot(o);
             self.vacate(index);
             self.free(index);
         }
-        self.order.copy_within(hi..self.len, lo);
+        let (base, len) = (self.base, self.len);
+        self.order
+            .as_flattened_mut()
+            .copy_within(base + hi..base + len, base + lo);
         self.len -= hi - lo;
         hi - lo
     }
@@ -878,7 +888,10 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     fn live(&self) -> &[u32] {
-        self.order.get(..self.len).unwrap_or(&[])
+        self.order
+            .as_flattened()
+            .get(self.base..self.base + self.len)
+            .unwrap_or(&[])
     }
 
     /// The start of topic `a`'s range and the end of topic `b`'s, found by two bisections run
@@ -907,7 +920,7 @@ impl<T, const N: usize> Pool<T, N> {
         lo: usize,
         hi: usize,
     ) -> impl DoubleEndedIterator<Item = (Slot, &Entry<T>)> + '_ {
-        self.order
+        self.live()
             .get(lo..hi)
             .unwrap_or(&[])
             .iter()
@@ -952,32 +965,75 @@ impl<T, const N: usize> Pool<T, N> {
         }
     }
 
-    /// Puts `o` at position `to`, shifting the tail right.
+    /// Puts `o` at position `to`, shifting the shorter side of it outwards: the head left
+    /// (if the window has room before it) or the tail right. When the window's end is reached,
+    /// an insert in the back half first moves the live cells to the window's start (at most
+    /// once per `N` such inserts).
     fn order_insert(&mut self, to: usize, o: u32) {
-        if self.len < N && to <= self.len {
-            self.order.copy_within(to..self.len, to + 1);
-            self.order[to] = o;
-            self.len += 1;
+        let (base, len) = (self.base, self.len);
+        if len >= N || to > len {
+            return;
         }
+        let cells = self.order.as_flattened_mut();
+        let room_back = base + len < cells.len();
+        if base > 0 && to < len - to {
+            cells.copy_within(base..base + to, base - 1);
+            cells[base - 1 + to] = o;
+            self.base = base - 1;
+        } else {
+            let base = if room_back {
+                base
+            } else {
+                cells.copy_within(base..base + len, 0);
+                0
+            };
+            cells.copy_within(base + to..base + len, base + to + 1);
+            cells[base + to] = o;
+            self.base = base;
+        }
+        self.len = len + 1;
     }
 
-    /// Drops position `from`, shifting the tail left.
+    /// Drops position `from`, shifting the shorter side of it inwards.
     fn order_remove(&mut self, from: usize) {
-        if from < self.len {
-            self.order.copy_within(from + 1..self.len, from);
-            self.len -= 1;
+        let (base, len) = (self.base, self.len);
+        if from >= len {
+            return;
         }
+        let cells = self.order.as_flattened_mut();
+        if from < len - 1 - from {
+            cells.copy_within(base..base + from, base + 1);
+            self.base = base + 1;
+        } else {
+            cells.copy_within(base + from + 1..base + len, base + from);
+        }
+        self.len = len - 1;
     }
 
-    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present),
-    /// shifting only the entries between the two.
+    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present):
+    /// by shifting only the entries between the two, or, where that is longer, as a removal
+    /// and an insert that each shift their shorter side.
     fn order_replace(&mut self, from: usize, to: usize, o: u32) {
-        if from < to && to <= self.len {
-            self.order.copy_within(from + 1..to, from);
-            self.order[to - 1] = o;
-        } else if to <= from && from < self.len {
-            self.order.copy_within(to..from, to + 1);
-            self.order[to] = o;
+        let len = self.len;
+        if from >= len || to > len {
+            return;
+        }
+        let between = from.abs_diff(to);
+        let after = if from < to { to - 1 } else { to };
+        let apart = from.min(len - 1 - from) + after.min(len - 1 - after);
+        if apart < between {
+            self.order_remove(from);
+            self.order_insert(after, o);
+            return;
+        }
+        let base = self.base;
+        let cells = self.order.as_flattened_mut();
+        if from < to {
+            cells.copy_within(base + from + 1..base + to, base + from);
+            cells[base + to - 1] = o;
+        } else {
+            cells.copy_within(base + to..base + from, base + to + 1);
+            cells[base + to] = o;
         }
     }
 
@@ -1185,6 +1241,42 @@ mod tests {
             (OrderKey::pending(1, 1), MessageState::Sending)
         );
         assert_eq!(keys(&pool, 0), vec![(1, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn a_conversation_running_through_a_full_pool_many_times_stays_in_order() {
+        // Each insert evicts the topic's oldest message and appends the newest: the sorted
+        // index slides through its window and moves back to the start again and again.
+        let mut pool: Pool<u32, 8> = Pool::new();
+        let failed = MessageState::Failed(FailReason::TimedOut);
+        pool.insert(id(999), 2, OrderKey::pending(0, 1), failed, 0)
+            .unwrap();
+        for n in 1..=100u32 {
+            let topic = if n % 10 == 0 { 1 } else { 2 };
+            let got = pool
+                .insert(
+                    id(n),
+                    topic,
+                    OrderKey::stored(u64::from(n)),
+                    MessageState::Received,
+                    n,
+                )
+                .unwrap();
+            if n > 7 {
+                assert!(got.evicted.is_some(), "insert {n} evicted nothing");
+            }
+            // The failed message and the seven newest stay.
+            let newest = n.saturating_sub(6).max(1)..=n;
+            let two: Vec<u32> = pool.iter_topic(2).map(|(_, e)| e.data).collect();
+            let want = [0]
+                .into_iter()
+                .chain(newest.clone().filter(|m| m % 10 != 0));
+            assert_eq!(two, want.collect::<Vec<_>>(), "topic 2 after insert {n}");
+            let one: Vec<u32> = pool.iter_topic(1).map(|(_, e)| e.data).collect();
+            let want: Vec<u32> = newest.filter(|m| m % 10 == 0).collect();
+            assert_eq!(one, want, "topic 1 after insert {n}");
+            assert_eq!(pool.len(), (n as usize + 1).min(8));
+        }
     }
 
     #[test]
@@ -1857,6 +1949,12 @@ mod tests {
         Clear {
             topic: u16,
         },
+        /// An insert at the topic's next seq, the common case (and the index's fast path).
+        Append {
+            id: u8,
+            topic: u16,
+            state: u8,
+        },
     }
 
     fn state_of(n: u8) -> MessageState {
@@ -1884,6 +1982,8 @@ mod tests {
             1 => (any::<usize>(), 0u64..12, prop_oneof![Just(0u32), 1u32..3], any::<u8>())
                 .prop_map(|(pick, seq, local, state)| Op::Requeue { pick, seq, local, state }),
             1 => (0u16..4).prop_map(|topic| Op::Clear { topic }),
+            4 => (0u8..40, 0u16..3, any::<u8>())
+                .prop_map(|(id, topic, state)| Op::Append { id, topic, state }),
         ]
     }
 
@@ -1925,6 +2025,26 @@ mod tests {
         let mut issued: Vec<Slot> = Vec::new();
         for op in ops {
             let pick = |p: usize| issued.get(p % issued.len().max(1)).copied();
+            let op = match op {
+                Op::Append { id, topic, state } => {
+                    let last = model
+                        .live
+                        .iter()
+                        .filter(|m| m.entry.topic == topic && m.entry.key.is_stored())
+                        .map(|m| m.entry.key.seq)
+                        .max()
+                        .unwrap_or(0);
+                    let seq = last + 1;
+                    Op::Insert {
+                        id,
+                        topic,
+                        seq,
+                        local: 0,
+                        state,
+                    }
+                }
+                op => op,
+            };
             match op {
                 Op::Insert {
                     id: n,
@@ -2082,6 +2202,7 @@ mod tests {
                         }
                     }
                 }
+                Op::Append { .. } => unreachable!("made an insert above"),
                 Op::Clear { topic } => {
                     let before = model.live.len();
                     model.live.retain(|m| m.entry.topic != topic);
@@ -2156,7 +2277,7 @@ mod tests {
                 .max()
                 .unwrap_or(0);
             prop_assert_eq!(pool.last_seq(topic), last);
-            for seq in 0..12 {
+            for seq in 0..64 {
                 prop_assert_eq!(pool.find_seq(topic, seq), model.holder(topic, seq));
             }
         }
