@@ -745,9 +745,19 @@ impl<T, const N: usize> Pool<T, N> {
         // Read from the packed sort keys, not the entries: the topic may end in many pending
         // messages (local != 0), and the keys sit together in one small array.
         let (lo, hi) = self.topic_bounds(topic, topic);
-        self.live()
-            .get(lo..hi)
-            .unwrap_or(&[])
+        let range = self.live().get(lo..hi).unwrap_or(&[]);
+        let Some(&newest) = range.last() else {
+            return 0;
+        };
+        // A topic that ends in pending messages `(seq, n)` holds no stored key above `seq`
+        // (it would sort after them), so if it holds `seq` itself, that is the highest: one
+        // hash lookup instead of a walk back over the pending messages.
+        let k = self.sort_of(order_slot(newest));
+        let seq = (k >> 32) as u64;
+        if k as u32 == 0 || self.find_seq(topic, seq).is_some() {
+            return seq;
+        }
+        range
             .iter()
             .rev()
             .map(|&o| self.sort_of(order_slot(o)))
