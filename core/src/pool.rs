@@ -199,6 +199,13 @@ const NIL: u16 = u16::MAX;
 /// How many of a topic's first entries are scanned for an eviction victim before bisecting.
 const FRONT: usize = 4;
 
+/// How many index cells fewer a removal and an insert must shift than one shift between their
+/// positions before they are done as two (each shift is a memmove call of its own).
+const SPLIT_GAIN: usize = 256;
+
+/// How many topic boundaries the index remembers as search starts.
+const HINTS: usize = 16;
+
 /// A free hash-table cell. Occupied cells hold `tag << 16 | slot`, and a slot is never `NIL`.
 const EMPTY: u32 = u32::MAX;
 
@@ -354,6 +361,9 @@ pub struct Pool<T, const N: usize> {
     order: [[u32; 2]; N],
     base: usize,
     len: usize,
+    /// Where in the index window some topic boundaries were last seen (the start of topic `t`
+    /// at `t % HINTS`): the searches for topic ranges begin there.
+    hints: [u32; HINTS],
     by_id: Table<N>,
     by_seq: Table<N>,
     /// Evictable list links (occupied slots) and free list links (empty slots).
@@ -390,6 +400,7 @@ impl<T, const N: usize> Pool<T, N> {
             order: [[0; 2]; N],
             base: 0,
             len: 0,
+            hints: [0; HINTS],
             by_id: Table::new(),
             by_seq: Table::new(),
             next: [NIL; N],
@@ -519,8 +530,9 @@ impl<T, const N: usize> Pool<T, N> {
         let mut evicted = None;
         let index = match self.alloc() {
             Some(index) => {
-                let hi = self.topic_bounds(topic, topic).1;
-                let to = self.insert_pos(topic, k, hi);
+                let bounds = self.topic_bounds(topic, topic);
+                self.remember(topic, topic, bounds);
+                let to = self.insert_pos(topic, k, bounds.1);
                 self.order_insert(to, order_entry(topic, index));
                 index
             }
@@ -531,7 +543,9 @@ impl<T, const N: usize> Pool<T, N> {
                 if victim == NIL {
                     return Err(PoolError::Full);
                 }
-                let (lo, hi) = self.topic_bounds(self.topic_of(victim), topic);
+                let gone = self.topic_of(victim);
+                let (lo, hi) = self.topic_bounds(gone, topic);
+                self.remember(gone, topic, (lo, hi));
                 let from = self.position(victim, lo).ok_or(PoolError::Full)?;
                 let to = self.insert_pos(topic, k, hi);
                 evicted = Some(self.vacate(victim).ok_or(PoolError::Full)?);
@@ -880,13 +894,14 @@ impl<T, const N: usize> Pool<T, N> {
         if key.is_stored() {
             self.by_seq.insert(self.tags[i].1, index);
         }
-        let (lo, _) = self.topic_bounds(topic, topic);
+        let (lo, mut hi) = self.topic_bounds(topic, topic);
+        self.remember(topic, topic, (lo, hi));
         if let Some(from) = self.position(index, lo) {
             self.order_remove(from);
+            hi -= 1; // positions are relative to the window's live start, whichever side moved
         }
         let k = sort_key(topic, key);
         self.sort[i] = k;
-        let (_, hi) = self.topic_bounds(topic, topic);
         let to = self.insert_pos(topic, k, hi);
         self.order_insert(to, order_entry(topic, index));
     }
@@ -904,25 +919,59 @@ impl<T, const N: usize> Pool<T, N> {
             .unwrap_or(&[])
     }
 
-    /// The start of topic `a`'s range and the end of topic `b`'s, found by two bisections run
-    /// in lockstep, so that their memory loads overlap instead of waiting on each other.
+    /// The start of topic `a`'s range and the end of topic `b`'s, each searched for outwards
+    /// from where it was last remembered ([`Pool::remember`]): a change to the index moves a
+    /// boundary by at most one cell, so the search usually ends within a few cells of its
+    /// start, and at worst it costs two bisections.
     fn topic_bounds(&self, a: TopicKey, b: TopicKey) -> (usize, usize) {
-        use core::hint::select_unpredictable as select;
+        let (a, b) = (u32::from(a), u32::from(b) + 1);
+        (self.topic_start(a), self.topic_start(b))
+    }
+
+    /// The first position whose topic is not below `t` (`t` may be one past the last topic).
+    fn topic_start(&self, t: u32) -> usize {
         let live = self.live();
-        let topic = |p: usize| live.get(p).map_or(TopicKey::MAX, |&o| order_topic(o));
-        // Invariant: the answers lie in [lo, lo + size].
-        let (mut lo_a, mut lo_b, mut size) = (0, 0, live.len());
-        while size > 1 {
-            let half = size / 2;
-            lo_a = select(topic(lo_a + half - 1) < a, lo_a + half, lo_a);
-            lo_b = select(topic(lo_b + half - 1) <= b, lo_b + half, lo_b);
-            size -= half;
+        let n = live.len();
+        let below = |p: usize| live.get(p).is_some_and(|&o| u32::from(order_topic(o)) < t);
+        let hint = self.hints[t as usize % HINTS] as usize;
+        let h = hint.saturating_sub(self.base).min(n);
+        // Bracket the answer in [lo, hi] by steps doubling away from the hint.
+        let (mut lo, mut hi) = (h, h);
+        if below(h) {
+            let mut step = 1;
+            lo = h + 1;
+            hi = n;
+            while h + step < n {
+                if !below(h + step) {
+                    hi = h + step;
+                    break;
+                }
+                lo = h + step + 1;
+                step *= 2;
+            }
+        } else {
+            let mut step = 1;
+            lo = 0;
+            while step <= h {
+                if below(h - step) {
+                    lo = h - step + 1;
+                    break;
+                }
+                hi = h - step;
+                step *= 2;
+            }
         }
-        if size == 1 {
-            lo_a += usize::from(topic(lo_a) < a);
-            lo_b += usize::from(topic(lo_b) <= b);
-        }
-        (lo_a, lo_b)
+        lo + live
+            .get(lo..hi)
+            .unwrap_or(&[])
+            .partition_point(|&o| u32::from(order_topic(o)) < t)
+    }
+
+    /// Remembers where topic `a` starts and topic `b` ends, as the next search's start.
+    fn remember(&mut self, a: TopicKey, b: TopicKey, (lo, hi): (usize, usize)) {
+        let (a, b) = (usize::from(a), usize::from(b) + 1);
+        self.hints[a % HINTS] = (self.base + lo) as u32;
+        self.hints[b % HINTS] = (self.base + hi) as u32;
     }
 
     fn iter_range(
@@ -1031,7 +1080,8 @@ impl<T, const N: usize> Pool<T, N> {
         let between = from.abs_diff(to);
         let after = if from < to { to - 1 } else { to };
         let apart = from.min(len - 1 - from) + after.min(len - 1 - after);
-        if apart < between {
+        // Two shifts cost two memmove calls: worth it only when they move far fewer cells.
+        if apart + SPLIT_GAIN < between {
             self.order_remove(from);
             self.order_insert(after, o);
             return;
