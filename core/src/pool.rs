@@ -933,6 +933,13 @@ impl<T, const N: usize> Pool<T, N> {
         let live = self.live();
         let n = live.len();
         let below = |p: usize| live.get(p).is_some_and(|&o| u32::from(order_topic(o)) < t);
+        // The first and the last topic (with one topic, every search) end at an end.
+        if !below(0) {
+            return 0;
+        }
+        if n == 0 || below(n - 1) {
+            return n;
+        }
         let hint = self.hints[t as usize % HINTS] as usize;
         let h = hint.saturating_sub(self.base).min(n);
         // Bracket the answer in [lo, hi] by steps doubling away from the hint.
