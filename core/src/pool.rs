@@ -203,6 +203,11 @@ const FRONT: usize = 4;
 /// positions before they are done as two (each shift is a memmove call of its own).
 const SPLIT_GAIN: usize = 256;
 
+/// A slot flag: the owner's bit.
+const MARK: u8 = 1;
+/// A slot flag: the slot's key is stored.
+const STORED: u8 = 2;
+
 /// How many topic boundaries the index remembers as search starts.
 const HINTS: usize = 16;
 
@@ -352,9 +357,12 @@ pub struct Pool<T, const N: usize> {
     sort: [u128; N],
     /// The id tag and the (topic, seq) tag of each occupied slot, so removal needs no hashing.
     tags: [(u16, u16); N],
-    /// The owner's one bit per entry ([`Pool::set_mark`]), beside the sort keys so that
-    /// [`Pool::marks_from`] reads no entry.
-    marks: [bool; N],
+    /// Per slot: the owner's bit ([`Pool::set_mark`], `MARK`) and whether its key is stored
+    /// (`STORED`), beside the sort keys so that [`Pool::marks_from`] and
+    /// [`Pool::count_stored_marks_from`] read no entry.
+    flags: [u8; N],
+    /// How many occupied slots carry the owner's bit.
+    marked: usize,
     /// Occupied slots as [`order_entry`]s in (topic, key) order, in a window of `2N` cells:
     /// `base..base + len` is live. A change shifts whichever side of it is shorter, so the
     /// common eviction of a topic's oldest message and insert of its newest move nothing.
@@ -396,7 +404,8 @@ impl<T, const N: usize> Pool<T, N> {
             generation: [0; N],
             sort: [0; N],
             tags: [(0, 0); N],
-            marks: [false; N],
+            flags: [0; N],
+            marked: 0,
             order: [[0; 2]; N],
             base: 0,
             len: 0,
@@ -560,7 +569,7 @@ impl<T, const N: usize> Pool<T, N> {
         }
         self.sort[i] = k;
         self.tags[i] = (id_tag, seq_tag);
-        self.marks[i] = false;
+        self.flags[i] = if key.is_stored() { STORED } else { 0 };
         if state.evictable() {
             self.lru_push(index);
         }
@@ -724,8 +733,15 @@ impl<T, const N: usize> Pool<T, N> {
     /// messages its user sent.
     pub fn set_mark(&mut self, slot: Slot, mark: bool) -> Result<(), PoolError> {
         let index = self.check(slot)?;
-        if let Some(m) = self.marks.get_mut(usize::from(index)) {
-            *m = mark;
+        if let Some(f) = self.flags.get_mut(usize::from(index)) {
+            if (*f & MARK != 0) != mark {
+                *f ^= MARK;
+                self.marked = if mark {
+                    self.marked + 1
+                } else {
+                    self.marked.saturating_sub(1)
+                };
+            }
         }
         Ok(())
     }
@@ -747,11 +763,28 @@ impl<T, const N: usize> Pool<T, N> {
                 seq: (k >> 32) as u64,
                 local: k as u32,
             };
-            (
-                key,
-                self.marks.get(usize::from(s)).copied().unwrap_or(false),
-            )
+            let flags = self.flags.get(usize::from(s)).copied().unwrap_or(0);
+            (key, flags & MARK != 0)
         })
+    }
+
+    /// How many of the topic's entries with key >= from are stored and carry the owner's bit
+    /// ([`Pool::set_mark`]): `marks_from(topic, from)` filtered to stored keys and counted,
+    /// from the compact flags alone (and at once while no entry is marked).
+    pub fn count_stored_marks_from(&self, topic: TopicKey, from: OrderKey) -> usize {
+        if self.marked == 0 {
+            return 0;
+        }
+        let (_, hi) = self.topic_bounds(topic, topic);
+        let k = sort_key(topic, from);
+        let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
+        let flag = |o: u32| self.flags.get(usize::from(order_slot(o))).copied();
+        self.live()
+            .get(lo..hi)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|&&o| flag(o).unwrap_or(0) & (MARK | STORED) == MARK | STORED)
+            .count()
     }
 
     /// Highest stored seq held for the topic (0 if none).
@@ -877,6 +910,10 @@ impl<T, const N: usize> Pool<T, N> {
         if evictable {
             self.lru_unlink(index);
         }
+        if self.flags[i] & MARK != 0 {
+            self.marked = self.marked.saturating_sub(1);
+        }
+        self.flags[i] = 0;
         // Even: empty.
         self.generation[i] = self.generation[i].wrapping_add(1);
         Some((id, topic))
@@ -902,6 +939,7 @@ impl<T, const N: usize> Pool<T, N> {
         }
         let k = sort_key(topic, key);
         self.sort[i] = k;
+        self.flags[i] = (self.flags[i] & MARK) | if key.is_stored() { STORED } else { 0 };
         let to = self.insert_pos(topic, k, hi);
         self.order_insert(to, order_entry(topic, index));
     }
@@ -2016,6 +2054,10 @@ mod tests {
         Clear {
             topic: u16,
         },
+        Mark {
+            pick: usize,
+            mark: bool,
+        },
         /// An insert at the topic's next seq, the common case (and the index's fast path).
         Append {
             id: u8,
@@ -2051,6 +2093,7 @@ mod tests {
             1 => (0u16..4).prop_map(|topic| Op::Clear { topic }),
             4 => (0u8..40, 0u16..3, any::<u8>())
                 .prop_map(|(id, topic, state)| Op::Append { id, topic, state }),
+            2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, mark)| Op::Mark { pick, mark }),
         ]
     }
 
@@ -2062,6 +2105,8 @@ mod tests {
         tie: u64,
         /// When it last became evictable.
         lru: Option<u64>,
+        /// The owner's bit.
+        mark: bool,
     }
 
     #[derive(Default)]
@@ -2177,6 +2222,7 @@ mod tests {
                                 entry,
                                 tie,
                                 lru,
+                                mark: false,
                             });
                         }
                         (got, x) => prop_assert!(false, "insert gave {:?}, model {:?}", got, x),
@@ -2270,6 +2316,17 @@ mod tests {
                     }
                 }
                 Op::Append { .. } => unreachable!("made an insert above"),
+                Op::Mark { pick: p, mark } => {
+                    let Some(slot) = pick(p) else { continue };
+                    let got = pool.set_mark(slot, mark);
+                    match model.at(slot) {
+                        None => prop_assert_eq!(got, Err(PoolError::NotFound)),
+                        Some(i) => {
+                            prop_assert_eq!(got, Ok(()));
+                            model.live[i].mark = mark;
+                        }
+                    }
+                }
                 Op::Clear { topic } => {
                     let before = model.live.len();
                     model.live.retain(|m| m.entry.topic != topic);
@@ -2323,6 +2380,17 @@ mod tests {
                 OrderKey::pending(5, 1),
                 OrderKey::stored(11),
             ] {
+                let marked = model
+                    .live
+                    .iter()
+                    .filter(|m| m.entry.topic == topic && m.entry.key >= from)
+                    .filter(|m| m.mark && m.entry.key.is_stored())
+                    .count();
+                prop_assert_eq!(pool.count_stored_marks_from(topic, from), marked);
+                let marks = pool
+                    .marks_from(topic, from)
+                    .filter(|&(k, m)| m && k.is_stored());
+                prop_assert_eq!(marks.count(), marked);
                 let got: Vec<Slot> = pool.iter_topic_from(topic, from).map(|(s, _)| s).collect();
                 let want: Vec<Slot> = want
                     .iter()

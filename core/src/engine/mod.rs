@@ -1012,9 +1012,8 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         // bodies those lie pages apart, and a topic may hold hundreds of unread messages.
         let own = self
             .pool
-            .marks_from(topic, OrderKey::stored(read.saturating_add(1)))
-            .filter(|&(key, own)| key.is_stored() && own)
-            .count() as u64;
+            .count_stored_marks_from(topic, OrderKey::stored(read.saturating_add(1)))
+            as u64;
         let count = latest.saturating_sub(read).saturating_sub(own);
         if let Some(t) = self.topics.get_mut(usize::from(topic))
             && t.unread != count
