@@ -197,8 +197,10 @@ pub fn encode_frame_with<E>(
 /// (also when the magic is wrong, checked as soon as its bytes are there), and
 /// [`FrameError::BodyCorrupt`]. Bytes after the frame are ignored.
 pub fn decode_frame(bytes: &[u8], max_body: usize) -> Result<(&[u8], usize), FrameError> {
-    let magic_seen = bytes.len().min(MAGIC.len());
-    if bytes.get(..magic_seen) != MAGIC.get(..magic_seen) {
+    // Each magic byte is checked as soon as it is there (compared byte by byte: a slice
+    // comparison would call memcmp for two bytes).
+    if bytes.first().is_some_and(|&b| b != MAGIC[0]) || bytes.get(1).is_some_and(|&b| b != MAGIC[1])
+    {
         return Err(FrameError::HeaderCorrupt);
     }
     let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
