@@ -250,7 +250,10 @@ impl<const N: usize> Outbox<N> {
 
     /// Queue a message (state: waiting to be sent). `now` starts its give-up deadline.
     pub fn push(&mut self, now: Instant, req: u32, id: MsgId) -> Result<(), OutboxError> {
-        if self.queue.iter().any(|e| e.req == req || e.id == id) {
+        // Over the deque's two slices: plain slice loops, no ring-index arithmetic per entry.
+        let same = |e: &Entry| e.req == req || e.id == id;
+        let (front, back) = self.queue.as_slices();
+        if front.iter().any(same) || back.iter().any(same) {
             return Err(OutboxError::Duplicate);
         }
         let entry = Entry {
