@@ -43,9 +43,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 continue; // keepalive answer; liveness already noted
             }
             // Copy the body out of the deframer so packet views can outlive the next read.
-            let Ok(copy) = heapless::Vec::<u8, F>::from_slice(body) else {
+            // Filled in place: `from_slice` returns the whole F-byte vector by value, a
+            // memmove of F bytes per frame on top of the body's copy.
+            let mut copy = heapless::Vec::<u8, F>::new();
+            if copy.extend_from_slice(body).is_err() {
                 continue;
-            };
+            }
             match decode_server(&copy) {
                 Ok(packet) => self.handle_packet(now, packet),
                 Err(_) => self.stats.bad_input += 1,
