@@ -733,15 +733,15 @@ impl<T, const N: usize> Pool<T, N> {
     /// messages its user sent.
     pub fn set_mark(&mut self, slot: Slot, mark: bool) -> Result<(), PoolError> {
         let index = self.check(slot)?;
-        if let Some(f) = self.flags.get_mut(usize::from(index)) {
-            if (*f & MARK != 0) != mark {
-                *f ^= MARK;
-                self.marked = if mark {
-                    self.marked + 1
-                } else {
-                    self.marked.saturating_sub(1)
-                };
-            }
+        if let Some(f) = self.flags.get_mut(usize::from(index))
+            && (*f & MARK != 0) != mark
+        {
+            *f ^= MARK;
+            self.marked = if mark {
+                self.marked + 1
+            } else {
+                self.marked.saturating_sub(1)
+            };
         }
         Ok(())
     }
