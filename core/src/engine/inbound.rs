@@ -411,6 +411,8 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let mut added = false;
         loop {
             if self.events.len() + 2 >= self.events.capacity() {
+                // Messages that became contiguous may wait here: poll_event resumes.
+                self.pump_stalled = true;
                 break;
             }
             let Some(t) = self.topics.get_mut(usize::from(topic)) else {
@@ -453,10 +455,13 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
     }
 
-    /// Resumes emission in every topic (after the application drained events).
+    /// Resumes emission in every topic (after the application drained events), as long as
+    /// the event queue has room; clears `pump_stalled` once every topic was pumped.
     pub(super) fn pump_all(&mut self) {
+        self.pump_stalled = false;
         for i in 0..self.topics.len() {
             if self.events.len() + 2 >= self.events.capacity() {
+                self.pump_stalled = true;
                 return;
             }
             self.pump(i as TopicKey);

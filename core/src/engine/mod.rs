@@ -249,6 +249,10 @@ pub struct Engine<const N: usize, const C: usize, const T: usize, const O: usize
     deframer: Deframer<F>,
     /// Frames wait in the deframer because the event queue was full.
     input_stalled: bool,
+    /// Set when emission stopped for lack of event room: some topic may hold messages that
+    /// became contiguous but were not handed out yet. Only then does draining an event pump
+    /// every topic again.
+    pump_stalled: bool,
     /// Received messages held in the pool while an earlier seq is missing.
     arriving: usize,
     /// Tag in the ids this engine makes (see [`MsgId::generate_tagged`]).
@@ -288,6 +292,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             topics: Vec::new(),
             deframer: Deframer::new(),
             input_stalled: false,
+            pump_stalled: false,
             arriving: 0,
             events: Deque::new(),
             commands: Deque::new(),
@@ -761,7 +766,9 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             // The application has it now: an ack is owed, due within the ack delay.
             t.acks.on_advance(self.last_now, &self.cfg.ack, t.handed);
         }
-        self.pump_all();
+        if self.pump_stalled {
+            self.pump_all();
+        }
         Some(ev)
     }
 
