@@ -363,6 +363,8 @@ pub struct Pool<T, const N: usize> {
     flags: [u8; N],
     /// How many occupied slots carry the owner's bit.
     marked: usize,
+    /// How many occupied slots carry the owner's bit and a stored key.
+    marked_stored: usize,
     /// Occupied slots as [`order_entry`]s in (topic, key) order, in a window of `2N` cells:
     /// `base..base + len` is live. A change shifts whichever side of it is shorter, so the
     /// common eviction of a topic's oldest message and insert of its newest move nothing.
@@ -406,6 +408,7 @@ impl<T, const N: usize> Pool<T, N> {
             tags: [(0, 0); N],
             flags: [0; N],
             marked: 0,
+            marked_stored: 0,
             order: [[0; 2]; N],
             base: 0,
             len: 0,
@@ -569,7 +572,7 @@ impl<T, const N: usize> Pool<T, N> {
         }
         self.sort[i] = k;
         self.tags[i] = (id_tag, seq_tag);
-        self.flags[i] = if key.is_stored() { STORED } else { 0 };
+        self.set_flags(i, if key.is_stored() { STORED } else { 0 });
         if state.evictable() {
             self.lru_push(index);
         }
@@ -733,15 +736,9 @@ impl<T, const N: usize> Pool<T, N> {
     /// messages its user sent.
     pub fn set_mark(&mut self, slot: Slot, mark: bool) -> Result<(), PoolError> {
         let index = self.check(slot)?;
-        if let Some(f) = self.flags.get_mut(usize::from(index))
-            && (*f & MARK != 0) != mark
-        {
-            *f ^= MARK;
-            self.marked = if mark {
-                self.marked + 1
-            } else {
-                self.marked.saturating_sub(1)
-            };
+        let i = usize::from(index);
+        if let Some(&f) = self.flags.get(i) {
+            self.set_flags(i, if mark { f | MARK } else { f & !MARK });
         }
         Ok(())
     }
@@ -775,8 +772,13 @@ impl<T, const N: usize> Pool<T, N> {
         if self.marked == 0 {
             return 0;
         }
-        let (_, hi) = self.topic_bounds(topic, topic);
+        let (lo, hi) = self.topic_bounds(topic, topic);
         let k = sort_key(topic, from);
+        // The topic holds every entry, all at or above `from`: the pool's own count.
+        let first = self.live().first().map(|&o| self.sort_of(order_slot(o)));
+        if lo == 0 && hi == self.len && first.is_some_and(|f| f >= k) {
+            return self.marked_stored;
+        }
         let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
         let flag = |o: u32| self.flags.get(usize::from(order_slot(o))).copied();
         self.live()
@@ -910,10 +912,7 @@ impl<T, const N: usize> Pool<T, N> {
         if evictable {
             self.lru_unlink(index);
         }
-        if self.flags[i] & MARK != 0 {
-            self.marked = self.marked.saturating_sub(1);
-        }
-        self.flags[i] = 0;
+        self.set_flags(i, 0);
         // Even: empty.
         self.generation[i] = self.generation[i].wrapping_add(1);
         Some((id, topic))
@@ -939,9 +938,29 @@ impl<T, const N: usize> Pool<T, N> {
         }
         let k = sort_key(topic, key);
         self.sort[i] = k;
-        self.flags[i] = (self.flags[i] & MARK) | if key.is_stored() { STORED } else { 0 };
+        let flags = (self.flags[i] & MARK) | if key.is_stored() { STORED } else { 0 };
+        self.set_flags(i, flags);
         let to = self.insert_pos(topic, k, hi);
         self.order_insert(to, order_entry(topic, index));
+    }
+
+    /// Sets a slot's flags, keeping the counts of marked and of marked stored slots.
+    fn set_flags(&mut self, i: usize, new: u8) {
+        let Some(f) = self.flags.get_mut(i) else {
+            return;
+        };
+        let old = core::mem::replace(f, new);
+        let both = MARK | STORED;
+        match (old & MARK != 0, new & MARK != 0) {
+            (false, true) => self.marked += 1,
+            (true, false) => self.marked = self.marked.saturating_sub(1),
+            _ => {}
+        }
+        match (old & both == both, new & both == both) {
+            (false, true) => self.marked_stored += 1,
+            (true, false) => self.marked_stored = self.marked_stored.saturating_sub(1),
+            _ => {}
+        }
     }
 
     /// Puts an empty slot on the free list.
