@@ -371,6 +371,9 @@ pub struct Pool<T, const N: usize> {
     order: [[u32; 2]; N],
     base: usize,
     len: usize,
+    /// Where (in the live index) the entry rekeyed last was: the next one to be confirmed
+    /// is usually there. Only a hint; checked before use.
+    rekey_hint: usize,
     /// Where in the index window some topic boundaries were last seen (the start of topic `t`
     /// at `t % HINTS`): the searches for topic ranges begin there.
     hints: [u32; HINTS],
@@ -413,6 +416,7 @@ impl<T, const N: usize> Pool<T, N> {
             base: 0,
             len: 0,
             hints: [0; HINTS],
+            rekey_hint: 0,
             by_id: Table::new(),
             by_seq: Table::new(),
             next: [NIL; N],
@@ -933,6 +937,7 @@ impl<T, const N: usize> Pool<T, N> {
         let (lo, mut hi) = self.topic_bounds(topic, topic);
         self.remember(topic, topic, (lo, hi));
         if let Some(from) = self.position(index, lo) {
+            self.rekey_hint = from;
             self.order_remove(from);
             hi -= 1; // positions are relative to the window's live start, whichever side moved
         }
@@ -1064,6 +1069,12 @@ impl<T, const N: usize> Pool<T, N> {
         let front = self.live().get(lo..).unwrap_or(&[]).iter().take(FRONT);
         if let Some(d) = front.map(|&o| order_slot(o)).position(|s| s == index) {
             return Some(lo + d);
+        }
+        // Where the last rekeyed entry was: outgoing messages are confirmed oldest first, and
+        // the next one sits where the last one left.
+        let h = self.rekey_hint;
+        if self.live().get(h).is_some_and(|&o| order_slot(o) == index) {
+            return Some(h);
         }
         let p = self
             .live()
