@@ -198,6 +198,11 @@ pub struct Outbox<const N: usize> {
     deadline_floor: Instant,
     /// No entry was queued earlier than this.
     queued_floor: Instant,
+    /// Queued entries per bucket of request ids and of message-id hashes (4 buckets per entry
+    /// of capacity): a push whose two buckets are empty cannot be a duplicate and skips the
+    /// duplicate scan.
+    reqs_seen: [[u16; 4]; N],
+    ids_seen: [[u16; 4]; N],
     /// Tests compare the fast path against the scan by turning it off.
     #[cfg(test)]
     scan_only: bool,
@@ -220,6 +225,8 @@ impl<const N: usize> Outbox<N> {
             resend_pending: 0,
             deadline_floor: Instant::NEVER,
             queued_floor: Instant::NEVER,
+            reqs_seen: [[0; 4]; N],
+            ids_seen: [[0; 4]; N],
             #[cfg(test)]
             scan_only: false,
         }
@@ -250,11 +257,17 @@ impl<const N: usize> Outbox<N> {
 
     /// Queue a message (state: waiting to be sent). `now` starts its give-up deadline.
     pub fn push(&mut self, now: Instant, req: u32, id: MsgId) -> Result<(), OutboxError> {
-        // Over the deque's two slices: plain slice loops, no ring-index arithmetic per entry.
-        let same = |e: &Entry| e.req == req || e.id == id;
-        let (front, back) = self.queue.as_slices();
-        if front.iter().any(same) || back.iter().any(same) {
-            return Err(OutboxError::Duplicate);
+        let (r, i) = Self::buckets(req, &id);
+        let maybe = |seen: &[[u16; 4]; N], b: Option<usize>| {
+            b.is_none_or(|b| seen.as_flattened().get(b).is_some_and(|&n| n > 0))
+        };
+        if maybe(&self.reqs_seen, r) || maybe(&self.ids_seen, i) {
+            // Over the deque's two slices: plain slice loops, no ring-index arithmetic.
+            let same = |e: &Entry| e.req == req || e.id == id;
+            let (front, back) = self.queue.as_slices();
+            if front.iter().any(same) || back.iter().any(same) {
+                return Err(OutboxError::Duplicate);
+            }
         }
         let entry = Entry {
             req,
@@ -265,7 +278,31 @@ impl<const N: usize> Outbox<N> {
         };
         self.queue.push_back(entry).map_err(|_| OutboxError::Full)?;
         self.queued_floor = self.queued_floor.min(now);
+        self.count_seen(req, &id, true);
         Ok(())
+    }
+
+    /// The buckets of a request id and a message id (None only for a zero capacity).
+    fn buckets(req: u32, id: &MsgId) -> (Option<usize>, Option<usize>) {
+        let len = 4 * N;
+        let r = usize::try_from(req).ok().and_then(|r| r.checked_rem(len));
+        // The id's random bits sit low in hash64; a multiply carries them to the high half.
+        let h = id.hash64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let i = h.checked_rem(len as u64).map(|i| i as usize);
+        (r, i)
+    }
+
+    /// Counts a queued entry in (or out of) its buckets.
+    fn count_seen(&mut self, req: u32, id: &MsgId, queued: bool) {
+        let (r, i) = Self::buckets(req, id);
+        for (seen, b) in [(&mut self.reqs_seen, r), (&mut self.ids_seen, i)] {
+            if let Some(n) = b.and_then(|b| seen.as_flattened_mut().get_mut(b)) {
+                // A bucket that ever reached the top stays there: it always says "scan".
+                if *n != u16::MAX {
+                    *n = if queued { *n + 1 } else { n.saturating_sub(1) };
+                }
+            }
+        }
     }
 
     /// True if no entry can be due at `now`: none is due for retransmission or give-up, and
@@ -502,6 +539,7 @@ impl<const N: usize> Outbox<N> {
             Slot::ResendPending => self.resend_pending = self.resend_pending.saturating_sub(1),
             Slot::Waiting => {}
         }
+        self.count_seen(e.req, &e.id, false);
         if i < self.started {
             self.started -= 1;
         }
@@ -1113,6 +1151,44 @@ mod tests {
             prop_assert_eq!(h.o.in_flight(), 0);
             for (req, seen) in &h.seen {
                 prop_assert_eq!(seen.resolved, 1, "req {} resolved once", req);
+            }
+        }
+
+        /// Pushes are refused as duplicates exactly when a queued entry has the same request id
+        /// or message id, whatever was pushed, acknowledged or cancelled before.
+        #[test]
+        fn duplicates_are_found_whatever_came_and_went(
+            ops in proptest::collection::vec((0u8..4, 0u32..24, 0u32..24), 0..200),
+        ) {
+            let cfg = OutboxConfig::default();
+            let mut o: Outbox<5> = Outbox::new();
+            o.on_connect(ms(0));
+            let mut model: Vec<(u32, MsgId)> = Vec::new();
+            for (what, req, n) in ops {
+                match what {
+                    0 | 1 => {
+                        let want = if model.iter().any(|&(r, i)| r == req || i == id(n)) {
+                            Err(OutboxError::Duplicate)
+                        } else if model.len() == 5 {
+                            Err(OutboxError::Full)
+                        } else {
+                            model.push((req, id(n)));
+                            Ok(())
+                        };
+                        prop_assert_eq!(o.push(ms(0), req, id(n)), want);
+                    }
+                    2 => {
+                        let got = o.cancel(&id(n));
+                        let at = model.iter().position(|&(_, i)| i == id(n));
+                        prop_assert_eq!(got, at.map(|a| model.remove(a).0));
+                    }
+                    _ => {
+                        while o.poll_send(ms(0), &cfg).is_some() {}
+                        let got = o.on_ack(req);
+                        let at = model.iter().position(|&(r, _)| r == req);
+                        prop_assert_eq!(got, at.map(|a| model.remove(a).1));
+                    }
+                }
             }
         }
 
