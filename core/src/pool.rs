@@ -1005,7 +1005,8 @@ impl<T, const N: usize> Pool<T, N> {
         let hint = self.hints[t as usize % HINTS] as usize;
         let h = hint.saturating_sub(self.base).min(n);
         // Bracket the answer in [lo, hi] by steps doubling away from the hint.
-        let (mut lo, mut hi) = (h, h);
+        let mut lo;
+        let mut hi = h;
         if below(h) {
             let mut step = 1;
             lo = h + 1;
