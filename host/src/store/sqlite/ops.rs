@@ -176,9 +176,13 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages \
     (topic, seq, msg_id, \"from\", ts, mime, reply_to, content) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (msg_id, topic) DO NOTHING";
 
-/// The statements every append runs (a test checks they stay prepared).
+/// Raises a subscriber's marks (every session stores its receive marks once a second).
+const SET_MARKS: &str = "UPDATE subs SET read = max(read, coalesce(?3, read)), \
+    recv = max(recv, coalesce(?4, recv)) WHERE topic = ?1 AND user = ?2";
+
+/// The statements that run for every message or receipt (a test checks they stay prepared).
 #[cfg(test)]
-pub(super) const APPEND_STATEMENTS: [&str; 3] = [TOPIC_DELETED, LATEST, INSERT_MESSAGE];
+pub(super) const HOT_STATEMENTS: [&str; 4] = [TOPIC_DELETED, LATEST, INSERT_MESSAGE, SET_MARKS];
 
 fn live_latest(conn: &Connection, topic: &str) -> StoreResult<u64> {
     let deleted: Option<bool> = conn
@@ -230,10 +234,7 @@ pub(super) fn set_marks(
     recv: Option<u64>,
 ) -> StoreResult<()> {
     let n = conn
-        .prepare_cached(
-            "UPDATE subs SET read = max(read, coalesce(?3, read)), \
-             recv = max(recv, coalesce(?4, recv)) WHERE topic = ?1 AND user = ?2",
-        )
+        .prepare_cached(SET_MARKS)
         .map_err(map)?
         .execute(params![topic, user, read.map(int), recv.map(int)])
         .map_err(map)?;

@@ -704,15 +704,16 @@ async fn a_version_1_database_keeps_its_messages_seqs_and_duplicates_when_migrat
 }
 
 #[tokio::test]
-async fn appending_reuses_its_prepared_statements_instead_of_compiling_them_again() {
+async fn appends_and_marks_reuse_their_prepared_statements_instead_of_compiling_them_again() {
     let dir = TempDir::new().unwrap();
     let s = fixture(&dir, fast()).await;
     for n in 1..=5 {
         s.append(msg("t1", n, "alice")).await.unwrap();
+        s.set_marks("t1", "bob", None, Some(n)).await.unwrap();
     }
     let reprepared = s
         .write(false, |c| {
-            Ok(super::ops::APPEND_STATEMENTS.map(|sql| {
+            Ok(super::ops::HOT_STATEMENTS.map(|sql| {
                 let st = c.prepare_cached(sql).unwrap();
                 (sql, st.get_status(rusqlite::StatementStatus::RePrepare))
             }))
