@@ -19,16 +19,37 @@ const TOPIC: &str = "cns1";
 /// The thinnest gateway: answers the handshake, numbers pubs and relays them as data.
 struct Relay {
     seq: u64,
-    to_sender: Vec<u8>,
-    to_receiver: Vec<u8>,
+    to_sender: Inbox,
+    to_receiver: Inbox,
+}
+
+/// Frames on their way to one engine: written straight into a zeroed buffer, as a gateway
+/// writes into its socket buffer, with no per-frame allocation or clearing.
+struct Inbox {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Inbox {
+            buf: vec![0; 64 * 1024],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 impl Relay {
-    fn put(out: &mut Vec<u8>, p: &ServerPacket<'_>) {
-        let start = out.len();
-        out.resize(start + 1024, 0);
-        let n = kefu_core::proto::encode_server(p, &mut out[start..]).unwrap();
-        out.truncate(start + n);
+    fn put(out: &mut Inbox, p: &ServerPacket<'_>) {
+        if out.buf.len() - out.len < 1024 {
+            out.buf.resize(out.buf.len() * 2, 0);
+        }
+        let n = kefu_core::proto::encode_server(p, &mut out.buf[out.len..]).unwrap();
+        out.len += n;
     }
 
     /// Handles one frame from a client; `from_sender` tells which.
@@ -135,8 +156,8 @@ impl Pair {
             receiver: engine("customer", 2),
             relay: Relay {
                 seq: 0,
-                to_sender: Vec::new(),
-                to_receiver: Vec::new(),
+                to_sender: Inbox::new(),
+                to_receiver: Inbox::new(),
             },
             buf: vec![0; 1024],
             received: 0,
@@ -166,7 +187,7 @@ impl Pair {
             (&mut self.sender, &mut self.relay.to_sender),
             (&mut self.receiver, &mut self.relay.to_receiver),
         ] {
-            let mut rest = &inbox[..];
+            let mut rest = inbox.bytes();
             while !rest.is_empty() {
                 let took = engine.handle_bytes(now, rest);
                 rest = &rest[took..];
@@ -181,7 +202,7 @@ impl Pair {
                     }
                 }
             }
-            inbox.clear();
+            inbox.len = 0;
             engine.handle_timeout(now);
         }
     }

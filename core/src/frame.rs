@@ -18,7 +18,7 @@
 
 use core::fmt;
 
-use crc::{CRC_8_SMBUS, CRC_32_ISCSI, Crc};
+use crc::{CRC_8_SMBUS, Crc};
 
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"KF";
@@ -30,12 +30,26 @@ pub const TRAILER_LEN: usize = 4;
 pub const OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
 
 static HEADER_CRC: Crc<u8> = Crc::<u8>::new(&CRC_8_SMBUS);
-/// The body CRC: slice-by-16 tables (16 KiB) where memory is plentiful, one 1 KiB table on
+
+/// The body CRC (CRC-32C) on x86-64 and aarch64: the processor's CRC instruction where it has
+/// one (SSE 4.2, ARMv8 CRC; the `crc32c` crate checks at run time), about ten times fewer
+/// instructions than the best table.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn body_crc(body: &[u8]) -> u32 {
+    crc32c::crc32c(body)
+}
+
+/// The body CRC (CRC-32C) elsewhere: slice-by-16 tables (16 KiB), or one 1 KiB table on
 /// microcontrollers (the `small` feature), where flash matters more than nanoseconds.
-#[cfg(not(feature = "small"))]
-static BODY_CRC: Crc<u32, crc::Table<16>> = Crc::<u32, crc::Table<16>>::new(&CRC_32_ISCSI);
-#[cfg(feature = "small")]
-static BODY_CRC: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn body_crc(body: &[u8]) -> u32 {
+    use crc::CRC_32_ISCSI;
+    #[cfg(not(feature = "small"))]
+    static BODY_CRC: Crc<u32, crc::Table<16>> = Crc::<u32, crc::Table<16>>::new(&CRC_32_ISCSI);
+    #[cfg(feature = "small")]
+    static BODY_CRC: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+    BODY_CRC.checksum(body)
+}
 
 /// Why a frame could not be written or read.
 #[non_exhaustive]
@@ -184,7 +198,7 @@ pub fn encode_frame_with<E>(
     let (head, rest) = out.split_at_mut(HEADER_LEN);
     head.copy_from_slice(&header(len));
     let (body, tail) = rest.split_at_mut(n);
-    let crc = BODY_CRC.checksum(body).to_le_bytes();
+    let crc = body_crc(body).to_le_bytes();
     tail.get_mut(..TRAILER_LEN)
         .ok_or(too_small(frame_len))?
         .copy_from_slice(&crc);
@@ -197,8 +211,10 @@ pub fn encode_frame_with<E>(
 /// (also when the magic is wrong, checked as soon as its bytes are there), and
 /// [`FrameError::BodyCorrupt`]. Bytes after the frame are ignored.
 pub fn decode_frame(bytes: &[u8], max_body: usize) -> Result<(&[u8], usize), FrameError> {
-    let magic_seen = bytes.len().min(MAGIC.len());
-    if bytes.get(..magic_seen) != MAGIC.get(..magic_seen) {
+    // Each magic byte is checked as soon as it is there (compared byte by byte: a slice
+    // comparison would call memcmp for two bytes).
+    if bytes.first().is_some_and(|&b| b != MAGIC[0]) || bytes.get(1).is_some_and(|&b| b != MAGIC[1])
+    {
         return Err(FrameError::HeaderCorrupt);
     }
     let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
@@ -210,7 +226,7 @@ pub fn decode_frame(bytes: &[u8], max_body: usize) -> Result<(&[u8], usize), Fra
         return Err(FrameError::Incomplete { needed: frame_len });
     };
     let (body, crc) = frame[HEADER_LEN..].split_at(len);
-    if BODY_CRC.checksum(body).to_le_bytes() != crc {
+    if body_crc(body).to_le_bytes() != crc {
         return Err(FrameError::BodyCorrupt);
     }
     Ok((body, frame_len))
@@ -396,7 +412,7 @@ impl<const N: usize> Deframer<N> {
             return self.need_more();
         };
         let (body, crc) = frame[HEADER_LEN..].split_at(len);
-        if BODY_CRC.checksum(body).to_le_bytes() != crc {
+        if body_crc(body).to_le_bytes() != crc {
             self.stats.corrupt = self.stats.corrupt.saturating_add(1);
             return self.skip(1, FrameError::BodyCorrupt);
         }
@@ -485,9 +501,29 @@ mod tests {
     }
 
     #[test]
+    fn the_body_crc_is_the_catalogue_crc_32c_at_every_length() {
+        // On x86-64 and aarch64 the body CRC comes from the processor's instruction: it must
+        // agree with the `crc` crate's table-driven CRC-32C for every length and alignment.
+        let catalogue = Crc::<u32>::new(&crc::CRC_32_ISCSI);
+        let bytes: Vec<u8> = (0u32..600)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for start in 0..8 {
+            for end in start..bytes.len() {
+                let body = &bytes[start..end];
+                assert_eq!(
+                    body_crc(body),
+                    catalogue.checksum(body),
+                    "bytes {start}..{end}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_vectors_match_the_catalogue_crcs() {
         let crc8 = Crc::<u8>::new(&CRC_8_SMBUS);
-        let crc32 = Crc::<u32>::new(&CRC_32_ISCSI);
+        let crc32 = Crc::<u32>::new(&crc::CRC_32_ISCSI);
         assert_eq!(crc8.checksum(b"123456789"), 0xF4); // the catalogue's check value
         assert_eq!(crc32.checksum(b"123456789"), 0xE306_9283);
         assert_eq!(crc8.checksum(&FRAME_123[..6]), 0xFB);

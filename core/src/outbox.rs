@@ -21,6 +21,13 @@
 //! Entries are kept in queue order, so sent entries always form a prefix of the queue; a
 //! removal keeps that order (it shifts whichever side of the removed entry is shorter, so the
 //! common ack of the oldest entry is O(1)).
+//!
+//! Polling does not scan the queue while nothing can be due: the outbox keeps a lower bound of
+//! its retransmit deadlines and of its queueing instants, and where its first waiting entry is.
+//! While `now` is below both bounds (and no entry waits to be resent after a reconnect), no
+//! entry is due for retransmission or give-up, so `poll_send` takes the first waiting entry
+//! at once and `poll_gave_up` answers `None` at once. Otherwise they scan as the rules above
+//! say, and a scan that sees every entry makes the bounds exact again.
 
 use core::fmt;
 
@@ -182,6 +189,23 @@ pub struct Outbox<const N: usize> {
     /// Number of entries in `Slot::InFlight`.
     in_flight: usize,
     connected: bool,
+    /// No entry before this position is `Slot::Waiting` (entries never become waiting again),
+    /// so the first waiting entry is found from here.
+    started: usize,
+    /// Number of entries in `Slot::ResendPending`.
+    resend_pending: usize,
+    /// No in-flight entry has a deadline earlier than this.
+    deadline_floor: Instant,
+    /// No entry was queued earlier than this.
+    queued_floor: Instant,
+    /// Queued entries per bucket of request ids and of message-id hashes (4 buckets per entry
+    /// of capacity): a push whose two buckets are empty cannot be a duplicate and skips the
+    /// duplicate scan.
+    reqs_seen: [[u16; 4]; N],
+    ids_seen: [[u16; 4]; N],
+    /// Tests compare the fast path against the scan by turning it off.
+    #[cfg(test)]
+    scan_only: bool,
 }
 
 impl<const N: usize> Default for Outbox<N> {
@@ -197,6 +221,14 @@ impl<const N: usize> Outbox<N> {
             queue: Deque::new(),
             in_flight: 0,
             connected: false,
+            started: 0,
+            resend_pending: 0,
+            deadline_floor: Instant::NEVER,
+            queued_floor: Instant::NEVER,
+            reqs_seen: [[0; 4]; N],
+            ids_seen: [[0; 4]; N],
+            #[cfg(test)]
+            scan_only: false,
         }
     }
 
@@ -225,8 +257,17 @@ impl<const N: usize> Outbox<N> {
 
     /// Queue a message (state: waiting to be sent). `now` starts its give-up deadline.
     pub fn push(&mut self, now: Instant, req: u32, id: MsgId) -> Result<(), OutboxError> {
-        if self.queue.iter().any(|e| e.req == req || e.id == id) {
-            return Err(OutboxError::Duplicate);
+        let (r, i) = Self::buckets(req, &id);
+        let maybe = |seen: &[[u16; 4]; N], b: Option<usize>| {
+            b.is_none_or(|b| seen.as_flattened().get(b).is_some_and(|&n| n > 0))
+        };
+        if maybe(&self.reqs_seen, r) || maybe(&self.ids_seen, i) {
+            // Over the deque's two slices: plain slice loops, no ring-index arithmetic.
+            let same = |e: &Entry| e.req == req || e.id == id;
+            let (front, back) = self.queue.as_slices();
+            if front.iter().any(same) || back.iter().any(same) {
+                return Err(OutboxError::Duplicate);
+            }
         }
         let entry = Entry {
             req,
@@ -235,7 +276,54 @@ impl<const N: usize> Outbox<N> {
             queued_at: now,
             slot: Slot::Waiting,
         };
-        self.queue.push_back(entry).map_err(|_| OutboxError::Full)
+        self.queue.push_back(entry).map_err(|_| OutboxError::Full)?;
+        self.queued_floor = self.queued_floor.min(now);
+        self.count_seen(req, &id, true);
+        Ok(())
+    }
+
+    /// The buckets of a request id and a message id (None only for a zero capacity).
+    fn buckets(req: u32, id: &MsgId) -> (Option<usize>, Option<usize>) {
+        let len = 4 * N;
+        let r = usize::try_from(req).ok().and_then(|r| r.checked_rem(len));
+        // The id's random bits sit low in hash64; a multiply carries them to the high half.
+        let h = id.hash64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let i = h.checked_rem(len as u64).map(|i| i as usize);
+        (r, i)
+    }
+
+    /// Counts a queued entry in (or out of) its buckets.
+    fn count_seen(&mut self, req: u32, id: &MsgId, queued: bool) {
+        let (r, i) = Self::buckets(req, id);
+        for (seen, b) in [(&mut self.reqs_seen, r), (&mut self.ids_seen, i)] {
+            if let Some(n) = b.and_then(|b| seen.as_flattened_mut().get_mut(b)) {
+                // A bucket that ever reached the top stays there: it always says "scan".
+                if *n != u16::MAX {
+                    *n = if queued { *n + 1 } else { n.saturating_sub(1) };
+                }
+            }
+        }
+    }
+
+    /// True if no entry can be due at `now`: none is due for retransmission or give-up, and
+    /// none waits to be resent. Then the first waiting entry is the next to send, and nothing
+    /// is given up.
+    fn quiet(&self, now: Instant, cfg: &OutboxConfig) -> bool {
+        #[cfg(test)]
+        if self.scan_only {
+            return false;
+        }
+        self.resend_pending == 0
+            && now < self.deadline_floor
+            && (cfg.give_up_after == Duration::MAX || now < self.queued_floor + cfg.give_up_after)
+    }
+
+    /// The position of the first waiting entry, moving the hint there.
+    fn first_waiting(&mut self) -> Option<usize> {
+        while self.queue.get(self.started)?.slot != Slot::Waiting {
+            self.started += 1;
+        }
+        Some(self.started)
     }
 
     /// Next transmission to make, if connected and a window slot is free: first every entry due for
@@ -249,9 +337,24 @@ impl<const N: usize> Outbox<N> {
         if !self.connected {
             return None;
         }
+        if self.quiet(now, cfg) {
+            if self.in_flight >= cfg.window {
+                return None;
+            }
+            let i = self.first_waiting()?;
+            let order = self.transmit(i, now, cfg.base_rto(), cfg)?;
+            self.in_flight = self.in_flight.saturating_add(1);
+            return Some(order);
+        }
         let mut pending = None;
         let mut waiting = None;
+        let mut deadline_floor = Instant::NEVER;
+        let mut queued_floor = Instant::NEVER;
         for (i, e) in self.queue.iter().enumerate() {
+            queued_floor = queued_floor.min(e.queued_at);
+            if let Slot::InFlight { deadline, .. } = e.slot {
+                deadline_floor = deadline_floor.min(deadline);
+            }
             if e.is_dead(now, cfg) {
                 continue;
             }
@@ -271,6 +374,9 @@ impl<const N: usize> Outbox<N> {
                 Slot::Waiting => waiting = waiting.or(Some(i)),
             }
         }
+        // Every entry was seen: the floors are exact now.
+        self.deadline_floor = deadline_floor;
+        self.queued_floor = queued_floor;
         if self.in_flight >= cfg.window {
             return None;
         }
@@ -289,13 +395,20 @@ impl<const N: usize> Outbox<N> {
         cfg: &OutboxConfig,
     ) -> Option<SendOrder> {
         let e = self.queue.get_mut(i)?;
+        match e.slot {
+            Slot::ResendPending => self.resend_pending = self.resend_pending.saturating_sub(1),
+            Slot::Waiting if i == self.started => self.started += 1,
+            _ => {}
+        }
         e.tries = e.tries.saturating_add(1);
+        let deadline = now + rto;
         e.slot = Slot::InFlight {
             sent_at: now,
-            deadline: now + rto,
+            deadline,
             rto,
             last: cfg.exhausted(e.tries),
         };
+        self.deadline_floor = self.deadline_floor.min(deadline);
         Some(SendOrder {
             req: e.req,
             id: e.id,
@@ -331,6 +444,9 @@ impl<const N: usize> Outbox<N> {
     /// Give-ups due at `now` (tries exhausted after its last timeout expired, or deadline passed),
     /// one per call, removed from the outbox. Works while disconnected too.
     pub fn poll_gave_up(&mut self, now: Instant, cfg: &OutboxConfig) -> Option<GaveUp> {
+        if self.quiet(now, cfg) {
+            return None;
+        }
         let i = self.queue.iter().position(|e| e.is_dead(now, cfg))?;
         self.remove_at(i).map(|e| GaveUp {
             req: e.req,
@@ -365,6 +481,7 @@ impl<const N: usize> Outbox<N> {
     pub fn on_disconnect(&mut self) {
         self.connected = false;
         let mut still = 0usize;
+        let mut pending = 0usize;
         for e in self.queue.iter_mut() {
             if let Slot::InFlight { last, .. } = e.slot {
                 if last {
@@ -373,8 +490,12 @@ impl<const N: usize> Outbox<N> {
                     e.slot = Slot::ResendPending;
                 }
             }
+            if e.slot == Slot::ResendPending {
+                pending = pending.saturating_add(1);
+            }
         }
         self.in_flight = still;
+        self.resend_pending = pending;
     }
 
     /// Connected and logged in again: sending resumes (resend-pending first, in queue order).
@@ -413,8 +534,18 @@ impl<const N: usize> Outbox<N> {
             }
             self.queue.pop_back()
         }?;
-        if let Slot::InFlight { .. } = e.slot {
-            self.in_flight = self.in_flight.saturating_sub(1);
+        match e.slot {
+            Slot::InFlight { .. } => self.in_flight = self.in_flight.saturating_sub(1),
+            Slot::ResendPending => self.resend_pending = self.resend_pending.saturating_sub(1),
+            Slot::Waiting => {}
+        }
+        self.count_seen(e.req, &e.id, false);
+        if i < self.started {
+            self.started -= 1;
+        }
+        if self.queue.is_empty() {
+            self.deadline_floor = Instant::NEVER;
+            self.queued_floor = Instant::NEVER;
         }
         Some(e)
     }
@@ -847,7 +978,7 @@ mod tests {
         assert_eq!(o.poll_gave_up(ms(3_000), &strict).map(|g| g.tries), Some(2));
     }
 
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
     enum Op {
         Push,
         Ack(usize),
@@ -1020,6 +1151,123 @@ mod tests {
             prop_assert_eq!(h.o.in_flight(), 0);
             for (req, seen) in &h.seen {
                 prop_assert_eq!(seen.resolved, 1, "req {} resolved once", req);
+            }
+        }
+
+        /// Pushes are refused as duplicates exactly when a queued entry has the same request id
+        /// or message id, whatever was pushed, acknowledged or cancelled before.
+        #[test]
+        fn duplicates_are_found_whatever_came_and_went(
+            ops in proptest::collection::vec((0u8..4, 0u32..24, 0u32..24), 0..200),
+        ) {
+            let cfg = OutboxConfig::default();
+            let mut o: Outbox<5> = Outbox::new();
+            o.on_connect(ms(0));
+            let mut model: Vec<(u32, MsgId)> = Vec::new();
+            for (what, req, n) in ops {
+                match what {
+                    0 | 1 => {
+                        let want = if model.iter().any(|&(r, i)| r == req || i == id(n)) {
+                            Err(OutboxError::Duplicate)
+                        } else if model.len() == 5 {
+                            Err(OutboxError::Full)
+                        } else {
+                            model.push((req, id(n)));
+                            Ok(())
+                        };
+                        prop_assert_eq!(o.push(ms(0), req, id(n)), want);
+                    }
+                    2 => {
+                        let got = o.cancel(&id(n));
+                        let at = model.iter().position(|&(_, i)| i == id(n));
+                        prop_assert_eq!(got, at.map(|a| model.remove(a).0));
+                    }
+                    _ => {
+                        while o.poll_send(ms(0), &cfg).is_some() {}
+                        let got = o.on_ack(req);
+                        let at = model.iter().position(|&(r, _)| r == req);
+                        prop_assert_eq!(got, at.map(|a| model.remove(a).1));
+                    }
+                }
+            }
+        }
+
+        /// The fast path answers exactly what the full scan answers, whatever happens, even
+        /// when the configuration changes under waiting entries and time does not always move
+        /// forward.
+        #[test]
+        fn polling_without_a_scan_answers_what_the_scan_answers(
+            window in 1usize..5,
+            rto in 1u64..3_000,
+            max_tries in 0u32..5,
+            give_up_s in prop_oneof![(1u64..60).prop_map(Some), Just(None)],
+            ops in proptest::collection::vec((op(), 0u8..8), 0..160),
+        ) {
+            let mut cfg = OutboxConfig {
+                window,
+                rto: Duration::from_millis(rto),
+                max_rto: Duration::from_millis(rto * 4),
+                max_tries,
+                give_up_after: give_up_s.map_or(Duration::MAX, Duration::from_secs),
+            };
+            let mut fast: Outbox<6> = Outbox::new();
+            let mut scan: Outbox<6> = Outbox::new();
+            scan.scan_only = true;
+            let (mut now, mut next_req) = (ms(0), 1u32);
+            for (op, tweak) in ops {
+                match tweak {
+                    0 => cfg.max_tries = cfg.max_tries.saturating_sub(1),
+                    1 => now = Instant::from_micros(now.as_micros().saturating_sub(500_000)),
+                    2 => cfg.window = cfg.window % 4 + 1,
+                    _ => {}
+                }
+                let live: Vec<u32> = scan.iter().map(|(r, _)| r).collect();
+                let pick = |k: usize| live.get(k % live.len().max(1)).copied();
+                for o in [&mut fast, &mut scan] {
+                    match op {
+                        Op::Push => {
+                            let _ = o.push(now, next_req, id(next_req));
+                        }
+                        Op::Ack(k) | Op::Refuse(k) => {
+                            if let Some(r) = pick(k) {
+                                o.on_ack(r);
+                            }
+                        }
+                        Op::AckUnknown(r) => {
+                            o.on_ack(r);
+                        }
+                        Op::Cancel(k) => {
+                            if let Some(r) = pick(k) {
+                                o.cancel(&id(r));
+                            }
+                        }
+                        Op::Advance(_) | Op::Connect => o.on_connect(now),
+                        Op::Disconnect => o.on_disconnect(),
+                    }
+                }
+                if op == Op::Push {
+                    next_req += 1;
+                }
+                if let Op::Advance(d) = op {
+                    now += Duration::from_millis(d);
+                }
+                loop {
+                    let (a, b) = (fast.poll_gave_up(now, &cfg), scan.poll_gave_up(now, &cfg));
+                    prop_assert_eq!(a, b);
+                    if a.is_none() {
+                        break;
+                    }
+                }
+                loop {
+                    let (a, b) = (fast.poll_send(now, &cfg), scan.poll_send(now, &cfg));
+                    prop_assert_eq!(a, b);
+                    if a.is_none() {
+                        break;
+                    }
+                }
+                prop_assert_eq!(fast.poll_timeout(&cfg), scan.poll_timeout(&cfg));
+                prop_assert_eq!(fast.in_flight(), scan.in_flight());
+                prop_assert!(fast.iter().eq(scan.iter()));
             }
         }
     }

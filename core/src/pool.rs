@@ -199,6 +199,18 @@ const NIL: u16 = u16::MAX;
 /// How many of a topic's first entries are scanned for an eviction victim before bisecting.
 const FRONT: usize = 4;
 
+/// How many index cells fewer a removal and an insert must shift than one shift between their
+/// positions before they are done as two (each shift is a memmove call of its own).
+const SPLIT_GAIN: usize = 256;
+
+/// A slot flag: the owner's bit.
+const MARK: u8 = 1;
+/// A slot flag: the slot's key is stored.
+const STORED: u8 = 2;
+
+/// How many topic boundaries the index remembers as search starts.
+const HINTS: usize = 16;
+
 /// A free hash-table cell. Occupied cells hold `tag << 16 | slot`, and a slot is never `NIL`.
 const EMPTY: u32 = u32::MAX;
 
@@ -345,12 +357,26 @@ pub struct Pool<T, const N: usize> {
     sort: [u128; N],
     /// The id tag and the (topic, seq) tag of each occupied slot, so removal needs no hashing.
     tags: [(u16, u16); N],
-    /// The owner's one bit per entry ([`Pool::set_mark`]), beside the sort keys so that
-    /// [`Pool::marks_from`] reads no entry.
-    marks: [bool; N],
-    /// Occupied slots as [`order_entry`]s in (topic, key) order; `order[..len]` is live.
-    order: [u32; N],
+    /// Per slot: the owner's bit ([`Pool::set_mark`], `MARK`) and whether its key is stored
+    /// (`STORED`), beside the sort keys so that [`Pool::marks_from`] and
+    /// [`Pool::count_stored_marks_from`] read no entry.
+    flags: [u8; N],
+    /// How many occupied slots carry the owner's bit.
+    marked: usize,
+    /// How many occupied slots carry the owner's bit and a stored key.
+    marked_stored: usize,
+    /// Occupied slots as [`order_entry`]s in (topic, key) order, in a window of `2N` cells:
+    /// `base..base + len` is live. A change shifts whichever side of it is shorter, so the
+    /// common eviction of a topic's oldest message and insert of its newest move nothing.
+    order: [[u32; 2]; N],
+    base: usize,
     len: usize,
+    /// Where (in the live index) the entry rekeyed last was: the next one to be confirmed
+    /// is usually there. Only a hint; checked before use.
+    rekey_hint: usize,
+    /// Where in the index window some topic boundaries were last seen (the start of topic `t`
+    /// at `t % HINTS`): the searches for topic ranges begin there.
+    hints: [u32; HINTS],
     by_id: Table<N>,
     by_seq: Table<N>,
     /// Evictable list links (occupied slots) and free list links (empty slots).
@@ -383,9 +409,14 @@ impl<T, const N: usize> Pool<T, N> {
             generation: [0; N],
             sort: [0; N],
             tags: [(0, 0); N],
-            marks: [false; N],
-            order: [0; N],
+            flags: [0; N],
+            marked: 0,
+            marked_stored: 0,
+            order: [[0; 2]; N],
+            base: 0,
             len: 0,
+            hints: [0; HINTS],
+            rekey_hint: 0,
             by_id: Table::new(),
             by_seq: Table::new(),
             next: [NIL; N],
@@ -515,8 +546,9 @@ impl<T, const N: usize> Pool<T, N> {
         let mut evicted = None;
         let index = match self.alloc() {
             Some(index) => {
-                let hi = self.topic_bounds(topic, topic).1;
-                let to = self.insert_pos(topic, k, hi);
+                let bounds = self.topic_bounds(topic, topic);
+                self.remember(topic, topic, bounds);
+                let to = self.insert_pos(topic, k, bounds.1);
                 self.order_insert(to, order_entry(topic, index));
                 index
             }
@@ -527,7 +559,9 @@ impl<T, const N: usize> Pool<T, N> {
                 if victim == NIL {
                     return Err(PoolError::Full);
                 }
-                let (lo, hi) = self.topic_bounds(self.topic_of(victim), topic);
+                let gone = self.topic_of(victim);
+                let (lo, hi) = self.topic_bounds(gone, topic);
+                self.remember(gone, topic, (lo, hi));
                 let from = self.position(victim, lo).ok_or(PoolError::Full)?;
                 let to = self.insert_pos(topic, k, hi);
                 evicted = Some(self.vacate(victim).ok_or(PoolError::Full)?);
@@ -542,7 +576,7 @@ impl<T, const N: usize> Pool<T, N> {
         }
         self.sort[i] = k;
         self.tags[i] = (id_tag, seq_tag);
-        self.marks[i] = false;
+        self.set_flags(i, if key.is_stored() { STORED } else { 0 });
         if state.evictable() {
             self.lru_push(index);
         }
@@ -706,8 +740,9 @@ impl<T, const N: usize> Pool<T, N> {
     /// messages its user sent.
     pub fn set_mark(&mut self, slot: Slot, mark: bool) -> Result<(), PoolError> {
         let index = self.check(slot)?;
-        if let Some(m) = self.marks.get_mut(usize::from(index)) {
-            *m = mark;
+        let i = usize::from(index);
+        if let Some(&f) = self.flags.get(i) {
+            self.set_flags(i, if mark { f | MARK } else { f & !MARK });
         }
         Ok(())
     }
@@ -722,18 +757,40 @@ impl<T, const N: usize> Pool<T, N> {
         let (_, hi) = self.topic_bounds(topic, topic);
         let k = sort_key(topic, from);
         let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
-        self.order.get(lo..hi).unwrap_or(&[]).iter().map(|&o| {
+        self.live().get(lo..hi).unwrap_or(&[]).iter().map(|&o| {
             let s = order_slot(o);
             let k = self.sort_of(s);
             let key = OrderKey {
                 seq: (k >> 32) as u64,
                 local: k as u32,
             };
-            (
-                key,
-                self.marks.get(usize::from(s)).copied().unwrap_or(false),
-            )
+            let flags = self.flags.get(usize::from(s)).copied().unwrap_or(0);
+            (key, flags & MARK != 0)
         })
+    }
+
+    /// How many of the topic's entries with key >= from are stored and carry the owner's bit
+    /// ([`Pool::set_mark`]): `marks_from(topic, from)` filtered to stored keys and counted,
+    /// from the compact flags alone (and at once while no entry is marked).
+    pub fn count_stored_marks_from(&self, topic: TopicKey, from: OrderKey) -> usize {
+        if self.marked == 0 {
+            return 0;
+        }
+        let (lo, hi) = self.topic_bounds(topic, topic);
+        let k = sort_key(topic, from);
+        // The topic holds every entry, all at or above `from`: the pool's own count.
+        let first = self.live().first().map(|&o| self.sort_of(order_slot(o)));
+        if lo == 0 && hi == self.len && first.is_some_and(|f| f >= k) {
+            return self.marked_stored;
+        }
+        let lo = self.live()[..hi].partition_point(|&o| self.sort_of(order_slot(o)) < k);
+        let flag = |o: u32| self.flags.get(usize::from(order_slot(o))).copied();
+        self.live()
+            .get(lo..hi)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|&&o| flag(o).unwrap_or(0) & (MARK | STORED) == MARK | STORED)
+            .count()
     }
 
     /// Highest stored seq held for the topic (0 if none).
@@ -741,9 +798,19 @@ impl<T, const N: usize> Pool<T, N> {
         // Read from the packed sort keys, not the entries: the topic may end in many pending
         // messages (local != 0), and the keys sit together in one small array.
         let (lo, hi) = self.topic_bounds(topic, topic);
-        self.live()
-            .get(lo..hi)
-            .unwrap_or(&[])
+        let range = self.live().get(lo..hi).unwrap_or(&[]);
+        let Some(&newest) = range.last() else {
+            return 0;
+        };
+        // A topic that ends in pending messages `(seq, n)` holds no stored key above `seq`
+        // (it would sort after them), so if it holds `seq` itself, that is the highest: one
+        // hash lookup instead of a walk back over the pending messages.
+        let k = self.sort_of(order_slot(newest));
+        let seq = (k >> 32) as u64;
+        if k as u32 == 0 || self.find_seq(topic, seq).is_some() {
+            return seq;
+        }
+        range
             .iter()
             .rev()
             .map(|&o| self.sort_of(order_slot(o)))
@@ -755,11 +822,17 @@ impl<T, const N: usize> Pool<T, N> {
     pub fn clear_topic(&mut self, topic: TopicKey) -> usize {
         let (lo, hi) = self.topic_bounds(topic, topic);
         for p in lo..hi {
-            let index = order_slot(self.order[p]);
+            let Some(&o) = self.live().get(p) else {
+                break;
+            };
+            let index = order_slot(o);
             self.vacate(index);
             self.free(index);
         }
-        self.order.copy_within(hi..self.len, lo);
+        let (base, len) = (self.base, self.len);
+        self.order
+            .as_flattened_mut()
+            .copy_within(base + hi..base + len, base + lo);
         self.len -= hi - lo;
         hi - lo
     }
@@ -843,6 +916,7 @@ impl<T, const N: usize> Pool<T, N> {
         if evictable {
             self.lru_unlink(index);
         }
+        self.set_flags(i, 0);
         // Even: empty.
         self.generation[i] = self.generation[i].wrapping_add(1);
         Some((id, topic))
@@ -860,15 +934,38 @@ impl<T, const N: usize> Pool<T, N> {
         if key.is_stored() {
             self.by_seq.insert(self.tags[i].1, index);
         }
-        let (lo, _) = self.topic_bounds(topic, topic);
+        let (lo, mut hi) = self.topic_bounds(topic, topic);
+        self.remember(topic, topic, (lo, hi));
         if let Some(from) = self.position(index, lo) {
+            self.rekey_hint = from;
             self.order_remove(from);
+            hi -= 1; // positions are relative to the window's live start, whichever side moved
         }
         let k = sort_key(topic, key);
         self.sort[i] = k;
-        let (_, hi) = self.topic_bounds(topic, topic);
+        let flags = (self.flags[i] & MARK) | if key.is_stored() { STORED } else { 0 };
+        self.set_flags(i, flags);
         let to = self.insert_pos(topic, k, hi);
         self.order_insert(to, order_entry(topic, index));
+    }
+
+    /// Sets a slot's flags, keeping the counts of marked and of marked stored slots.
+    fn set_flags(&mut self, i: usize, new: u8) {
+        let Some(f) = self.flags.get_mut(i) else {
+            return;
+        };
+        let old = core::mem::replace(f, new);
+        let both = MARK | STORED;
+        match (old & MARK != 0, new & MARK != 0) {
+            (false, true) => self.marked += 1,
+            (true, false) => self.marked = self.marked.saturating_sub(1),
+            _ => {}
+        }
+        match (old & both == both, new & both == both) {
+            (false, true) => self.marked_stored += 1,
+            (true, false) => self.marked_stored = self.marked_stored.saturating_sub(1),
+            _ => {}
+        }
     }
 
     /// Puts an empty slot on the free list.
@@ -878,28 +975,73 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     fn live(&self) -> &[u32] {
-        self.order.get(..self.len).unwrap_or(&[])
+        self.order
+            .as_flattened()
+            .get(self.base..self.base + self.len)
+            .unwrap_or(&[])
     }
 
-    /// The start of topic `a`'s range and the end of topic `b`'s, found by two bisections run
-    /// in lockstep, so that their memory loads overlap instead of waiting on each other.
+    /// The start of topic `a`'s range and the end of topic `b`'s, each searched for outwards
+    /// from where it was last remembered ([`Pool::remember`]): a change to the index moves a
+    /// boundary by at most one cell, so the search usually ends within a few cells of its
+    /// start, and at worst it costs two bisections.
     fn topic_bounds(&self, a: TopicKey, b: TopicKey) -> (usize, usize) {
-        use core::hint::select_unpredictable as select;
+        let (a, b) = (u32::from(a), u32::from(b) + 1);
+        (self.topic_start(a), self.topic_start(b))
+    }
+
+    /// The first position whose topic is not below `t` (`t` may be one past the last topic).
+    fn topic_start(&self, t: u32) -> usize {
         let live = self.live();
-        let topic = |p: usize| live.get(p).map_or(TopicKey::MAX, |&o| order_topic(o));
-        // Invariant: the answers lie in [lo, lo + size].
-        let (mut lo_a, mut lo_b, mut size) = (0, 0, live.len());
-        while size > 1 {
-            let half = size / 2;
-            lo_a = select(topic(lo_a + half - 1) < a, lo_a + half, lo_a);
-            lo_b = select(topic(lo_b + half - 1) <= b, lo_b + half, lo_b);
-            size -= half;
+        let n = live.len();
+        let below = |p: usize| live.get(p).is_some_and(|&o| u32::from(order_topic(o)) < t);
+        // The first and the last topic (with one topic, every search) end at an end.
+        if !below(0) {
+            return 0;
         }
-        if size == 1 {
-            lo_a += usize::from(topic(lo_a) < a);
-            lo_b += usize::from(topic(lo_b) <= b);
+        if n == 0 || below(n - 1) {
+            return n;
         }
-        (lo_a, lo_b)
+        let hint = self.hints[t as usize % HINTS] as usize;
+        let h = hint.saturating_sub(self.base).min(n);
+        // Bracket the answer in [lo, hi] by steps doubling away from the hint.
+        let mut lo;
+        let mut hi = h;
+        if below(h) {
+            let mut step = 1;
+            lo = h + 1;
+            hi = n;
+            while h + step < n {
+                if !below(h + step) {
+                    hi = h + step;
+                    break;
+                }
+                lo = h + step + 1;
+                step *= 2;
+            }
+        } else {
+            let mut step = 1;
+            lo = 0;
+            while step <= h {
+                if below(h - step) {
+                    lo = h - step + 1;
+                    break;
+                }
+                hi = h - step;
+                step *= 2;
+            }
+        }
+        lo + live
+            .get(lo..hi)
+            .unwrap_or(&[])
+            .partition_point(|&o| u32::from(order_topic(o)) < t)
+    }
+
+    /// Remembers where topic `a` starts and topic `b` ends, as the next search's start.
+    fn remember(&mut self, a: TopicKey, b: TopicKey, (lo, hi): (usize, usize)) {
+        let (a, b) = (usize::from(a), usize::from(b) + 1);
+        self.hints[a % HINTS] = (self.base + lo) as u32;
+        self.hints[b % HINTS] = (self.base + hi) as u32;
     }
 
     fn iter_range(
@@ -907,7 +1049,7 @@ impl<T, const N: usize> Pool<T, N> {
         lo: usize,
         hi: usize,
     ) -> impl DoubleEndedIterator<Item = (Slot, &Entry<T>)> + '_ {
-        self.order
+        self.live()
             .get(lo..hi)
             .unwrap_or(&[])
             .iter()
@@ -928,6 +1070,12 @@ impl<T, const N: usize> Pool<T, N> {
         let front = self.live().get(lo..).unwrap_or(&[]).iter().take(FRONT);
         if let Some(d) = front.map(|&o| order_slot(o)).position(|s| s == index) {
             return Some(lo + d);
+        }
+        // Where the last rekeyed entry was: outgoing messages are confirmed oldest first, and
+        // the next one sits where the last one left.
+        let h = self.rekey_hint;
+        if self.live().get(h).is_some_and(|&o| order_slot(o) == index) {
+            return Some(h);
         }
         let p = self
             .live()
@@ -952,32 +1100,76 @@ impl<T, const N: usize> Pool<T, N> {
         }
     }
 
-    /// Puts `o` at position `to`, shifting the tail right.
+    /// Puts `o` at position `to`, shifting the shorter side of it outwards: the head left
+    /// (if the window has room before it) or the tail right. When the window's end is reached,
+    /// an insert in the back half first moves the live cells to the window's start (at most
+    /// once per `N` such inserts).
     fn order_insert(&mut self, to: usize, o: u32) {
-        if self.len < N && to <= self.len {
-            self.order.copy_within(to..self.len, to + 1);
-            self.order[to] = o;
-            self.len += 1;
+        let (base, len) = (self.base, self.len);
+        if len >= N || to > len {
+            return;
         }
+        let cells = self.order.as_flattened_mut();
+        let room_back = base + len < cells.len();
+        if base > 0 && to < len - to {
+            cells.copy_within(base..base + to, base - 1);
+            cells[base - 1 + to] = o;
+            self.base = base - 1;
+        } else {
+            let base = if room_back {
+                base
+            } else {
+                cells.copy_within(base..base + len, 0);
+                0
+            };
+            cells.copy_within(base + to..base + len, base + to + 1);
+            cells[base + to] = o;
+            self.base = base;
+        }
+        self.len = len + 1;
     }
 
-    /// Drops position `from`, shifting the tail left.
+    /// Drops position `from`, shifting the shorter side of it inwards.
     fn order_remove(&mut self, from: usize) {
-        if from < self.len {
-            self.order.copy_within(from + 1..self.len, from);
-            self.len -= 1;
+        let (base, len) = (self.base, self.len);
+        if from >= len {
+            return;
         }
+        let cells = self.order.as_flattened_mut();
+        if from < len - 1 - from {
+            cells.copy_within(base..base + from, base + 1);
+            self.base = base + 1;
+        } else {
+            cells.copy_within(base + from + 1..base + len, base + from);
+        }
+        self.len = len - 1;
     }
 
-    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present),
-    /// shifting only the entries between the two.
+    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present):
+    /// by shifting only the entries between the two, or, where that is longer, as a removal
+    /// and an insert that each shift their shorter side.
     fn order_replace(&mut self, from: usize, to: usize, o: u32) {
-        if from < to && to <= self.len {
-            self.order.copy_within(from + 1..to, from);
-            self.order[to - 1] = o;
-        } else if to <= from && from < self.len {
-            self.order.copy_within(to..from, to + 1);
-            self.order[to] = o;
+        let len = self.len;
+        if from >= len || to > len {
+            return;
+        }
+        let between = from.abs_diff(to);
+        let after = if from < to { to - 1 } else { to };
+        let apart = from.min(len - 1 - from) + after.min(len - 1 - after);
+        // Two shifts cost two memmove calls: worth it only when they move far fewer cells.
+        if apart + SPLIT_GAIN < between {
+            self.order_remove(from);
+            self.order_insert(after, o);
+            return;
+        }
+        let base = self.base;
+        let cells = self.order.as_flattened_mut();
+        if from < to {
+            cells.copy_within(base + from + 1..base + to, base + from);
+            cells[base + to - 1] = o;
+        } else {
+            cells.copy_within(base + to..base + from, base + to + 1);
+            cells[base + to] = o;
         }
     }
 
@@ -1185,6 +1377,42 @@ mod tests {
             (OrderKey::pending(1, 1), MessageState::Sending)
         );
         assert_eq!(keys(&pool, 0), vec![(1, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn a_conversation_running_through_a_full_pool_many_times_stays_in_order() {
+        // Each insert evicts the topic's oldest message and appends the newest: the sorted
+        // index slides through its window and moves back to the start again and again.
+        let mut pool: Pool<u32, 8> = Pool::new();
+        let failed = MessageState::Failed(FailReason::TimedOut);
+        pool.insert(id(999), 2, OrderKey::pending(0, 1), failed, 0)
+            .unwrap();
+        for n in 1..=100u32 {
+            let topic = if n % 10 == 0 { 1 } else { 2 };
+            let got = pool
+                .insert(
+                    id(n),
+                    topic,
+                    OrderKey::stored(u64::from(n)),
+                    MessageState::Received,
+                    n,
+                )
+                .unwrap();
+            if n > 7 {
+                assert!(got.evicted.is_some(), "insert {n} evicted nothing");
+            }
+            // The failed message and the seven newest stay.
+            let newest = n.saturating_sub(6).max(1)..=n;
+            let two: Vec<u32> = pool.iter_topic(2).map(|(_, e)| e.data).collect();
+            let want = [0]
+                .into_iter()
+                .chain(newest.clone().filter(|m| m % 10 != 0));
+            assert_eq!(two, want.collect::<Vec<_>>(), "topic 2 after insert {n}");
+            let one: Vec<u32> = pool.iter_topic(1).map(|(_, e)| e.data).collect();
+            let want: Vec<u32> = newest.filter(|m| m % 10 == 0).collect();
+            assert_eq!(one, want, "topic 1 after insert {n}");
+            assert_eq!(pool.len(), (n as usize + 1).min(8));
+        }
     }
 
     #[test]
@@ -1857,6 +2085,16 @@ mod tests {
         Clear {
             topic: u16,
         },
+        Mark {
+            pick: usize,
+            mark: bool,
+        },
+        /// An insert at the topic's next seq, the common case (and the index's fast path).
+        Append {
+            id: u8,
+            topic: u16,
+            state: u8,
+        },
     }
 
     fn state_of(n: u8) -> MessageState {
@@ -1884,6 +2122,9 @@ mod tests {
             1 => (any::<usize>(), 0u64..12, prop_oneof![Just(0u32), 1u32..3], any::<u8>())
                 .prop_map(|(pick, seq, local, state)| Op::Requeue { pick, seq, local, state }),
             1 => (0u16..4).prop_map(|topic| Op::Clear { topic }),
+            4 => (0u8..40, 0u16..3, any::<u8>())
+                .prop_map(|(id, topic, state)| Op::Append { id, topic, state }),
+            2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, mark)| Op::Mark { pick, mark }),
         ]
     }
 
@@ -1895,6 +2136,8 @@ mod tests {
         tie: u64,
         /// When it last became evictable.
         lru: Option<u64>,
+        /// The owner's bit.
+        mark: bool,
     }
 
     #[derive(Default)]
@@ -1925,6 +2168,26 @@ mod tests {
         let mut issued: Vec<Slot> = Vec::new();
         for op in ops {
             let pick = |p: usize| issued.get(p % issued.len().max(1)).copied();
+            let op = match op {
+                Op::Append { id, topic, state } => {
+                    let last = model
+                        .live
+                        .iter()
+                        .filter(|m| m.entry.topic == topic && m.entry.key.is_stored())
+                        .map(|m| m.entry.key.seq)
+                        .max()
+                        .unwrap_or(0);
+                    let seq = last + 1;
+                    Op::Insert {
+                        id,
+                        topic,
+                        seq,
+                        local: 0,
+                        state,
+                    }
+                }
+                op => op,
+            };
             match op {
                 Op::Insert {
                     id: n,
@@ -1990,6 +2253,7 @@ mod tests {
                                 entry,
                                 tie,
                                 lru,
+                                mark: false,
                             });
                         }
                         (got, x) => prop_assert!(false, "insert gave {:?}, model {:?}", got, x),
@@ -2082,6 +2346,18 @@ mod tests {
                         }
                     }
                 }
+                Op::Append { .. } => unreachable!("made an insert above"),
+                Op::Mark { pick: p, mark } => {
+                    let Some(slot) = pick(p) else { continue };
+                    let got = pool.set_mark(slot, mark);
+                    match model.at(slot) {
+                        None => prop_assert_eq!(got, Err(PoolError::NotFound)),
+                        Some(i) => {
+                            prop_assert_eq!(got, Ok(()));
+                            model.live[i].mark = mark;
+                        }
+                    }
+                }
                 Op::Clear { topic } => {
                     let before = model.live.len();
                     model.live.retain(|m| m.entry.topic != topic);
@@ -2135,6 +2411,17 @@ mod tests {
                 OrderKey::pending(5, 1),
                 OrderKey::stored(11),
             ] {
+                let marked = model
+                    .live
+                    .iter()
+                    .filter(|m| m.entry.topic == topic && m.entry.key >= from)
+                    .filter(|m| m.mark && m.entry.key.is_stored())
+                    .count();
+                prop_assert_eq!(pool.count_stored_marks_from(topic, from), marked);
+                let marks = pool
+                    .marks_from(topic, from)
+                    .filter(|&(k, m)| m && k.is_stored());
+                prop_assert_eq!(marks.count(), marked);
                 let got: Vec<Slot> = pool.iter_topic_from(topic, from).map(|(s, _)| s).collect();
                 let want: Vec<Slot> = want
                     .iter()
@@ -2156,7 +2443,7 @@ mod tests {
                 .max()
                 .unwrap_or(0);
             prop_assert_eq!(pool.last_seq(topic), last);
-            for seq in 0..12 {
+            for seq in 0..64 {
                 prop_assert_eq!(pool.find_seq(topic, seq), model.holder(topic, seq));
             }
         }

@@ -147,6 +147,7 @@ enum DeviceCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    return_large_blocks_to_the_system();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -187,6 +188,19 @@ fn main() -> ExitCode {
             eprintln!("kefu: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes the allocator hand every block of 1 MiB or more straight back to the system when it is
+/// freed. glibc otherwise raises that threshold to the largest block freed so far, so each
+/// password hash's 19 MiB (argon2) stayed in the heap of whichever thread ran it: the gateway's
+/// resident memory grew by about 280 MiB per hundred logins and never came down.
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a setting of the allocator; it is called before any other
+    // thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

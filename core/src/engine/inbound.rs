@@ -43,9 +43,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 continue; // keepalive answer; liveness already noted
             }
             // Copy the body out of the deframer so packet views can outlive the next read.
-            let Ok(copy) = heapless::Vec::<u8, F>::from_slice(body) else {
+            // Filled in place: `from_slice` returns the whole F-byte vector by value, a
+            // memmove of F bytes per frame on top of the body's copy.
+            let mut copy = heapless::Vec::<u8, F>::new();
+            if copy.extend_from_slice(body).is_err() {
                 continue;
-            };
+            }
             match decode_server(&copy) {
                 Ok(packet) => self.handle_packet(now, packet),
                 Err(_) => self.stats.bad_input += 1,
@@ -408,6 +411,8 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let mut added = false;
         loop {
             if self.events.len() + 2 >= self.events.capacity() {
+                // Messages that became contiguous may wait here: poll_event resumes.
+                self.pump_stalled = true;
                 break;
             }
             let Some(t) = self.topics.get_mut(usize::from(topic)) else {
@@ -450,10 +455,13 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
     }
 
-    /// Resumes emission in every topic (after the application drained events).
+    /// Resumes emission in every topic (after the application drained events), as long as
+    /// the event queue has room; clears `pump_stalled` once every topic was pumped.
     pub(super) fn pump_all(&mut self) {
+        self.pump_stalled = false;
         for i in 0..self.topics.len() {
             if self.events.len() + 2 >= self.events.capacity() {
+                self.pump_stalled = true;
                 return;
             }
             self.pump(i as TopicKey);

@@ -249,6 +249,10 @@ pub struct Engine<const N: usize, const C: usize, const T: usize, const O: usize
     deframer: Deframer<F>,
     /// Frames wait in the deframer because the event queue was full.
     input_stalled: bool,
+    /// Set when emission stopped for lack of event room: some topic may hold messages that
+    /// became contiguous but were not handed out yet. Only then does draining an event pump
+    /// every topic again.
+    pump_stalled: bool,
     /// Received messages held in the pool while an earlier seq is missing.
     arriving: usize,
     /// Tag in the ids this engine makes (see [`MsgId::generate_tagged`]).
@@ -288,6 +292,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             topics: Vec::new(),
             deframer: Deframer::new(),
             input_stalled: false,
+            pump_stalled: false,
             arriving: 0,
             events: Deque::new(),
             commands: Deque::new(),
@@ -761,7 +766,9 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             // The application has it now: an ack is owed, due within the ack delay.
             t.acks.on_advance(self.last_now, &self.cfg.ack, t.handed);
         }
-        self.pump_all();
+        if self.pump_stalled {
+            self.pump_all();
+        }
         Some(ev)
     }
 
@@ -1012,9 +1019,8 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         // bodies those lie pages apart, and a topic may hold hundreds of unread messages.
         let own = self
             .pool
-            .marks_from(topic, OrderKey::stored(read.saturating_add(1)))
-            .filter(|&(key, own)| key.is_stored() && own)
-            .count() as u64;
+            .count_stored_marks_from(topic, OrderKey::stored(read.saturating_add(1)))
+            as u64;
         let count = latest.saturating_sub(read).saturating_sub(own);
         if let Some(t) = self.topics.get_mut(usize::from(topic))
             && t.unread != count

@@ -840,6 +840,40 @@ fn pushes_out_of_order_are_shown_in_seq_order_and_a_duplicate_is_not_shown_again
 }
 
 #[test]
+fn messages_released_into_a_full_event_queue_come_out_as_the_application_drains_it() {
+    let mut gw = Gateway::ready(config(), &[GRP]);
+    // 2..=30 wait for 1, shown nothing yet.
+    for seq in 2..=30 {
+        let content = format!("m{seq}");
+        gw.send(data(seq, peer_id(seq), PEER, "", content.as_bytes()));
+    }
+    // The application does not drain: presence notices fill most of the event queue.
+    for _ in 0..50 {
+        gw.send(ServerPacket::Pres(Pres {
+            topic: GRP,
+            src: PEER,
+            what: PresWhat::On,
+        }));
+    }
+    // 1 releases all thirty at once, more than the queue has room for.
+    gw.send(data(1, peer_id(1), PEER, "", b"m1"));
+    let mut first = std::vec::Vec::new();
+    while first.len() < 50 {
+        first.push(gw.eng.poll_event().expect("the notices are queued"));
+    }
+    let shown_early = added(&first).len();
+    // Each event drained makes room for more: in the end all thirty come out, once, in order.
+    gw.drain();
+    first.extend(gw.take_events());
+    assert!(
+        shown_early < 30,
+        "the queue could not hold them all at once"
+    );
+    assert_eq!(added(&first), (1..=30).collect::<std::vec::Vec<_>>());
+    assert_eq!(gw.eng.stats().received, 30);
+}
+
+#[test]
 fn a_gap_open_longer_than_gap_hold_is_pulled_with_a_get_for_exactly_the_missing_range() {
     let mut gw = Gateway::ready(config(), &[GRP]);
     let hold = config().gap_hold.as_millis();

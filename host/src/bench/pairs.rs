@@ -168,11 +168,17 @@ pub async fn run(cfg: &PairsConfig) -> Result<PairsReport, BenchError> {
         let (pr, pw) = pair.publisher.split();
         let (sr, sw) = pair.subscriber.split();
         let seed = rand::random::<u64>() ^ i as u64;
+        // Paced publishers start their schedules spread over one period, so the offered load
+        // is steady (as many users typing) instead of all pairs publishing in the same instant.
+        let phase = per_pair_rate.map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(i as f64 / cfg.pairs as f64 / r)
+        });
         let job = PubJob {
             topic: pair.pub_topic,
             window: cfg.window,
             size: cfg.size,
             rate: per_pair_rate,
+            paced_from: epoch + phase,
             seed,
         };
         publishers.push(tokio::spawn(publish(pr, pw, job, clock, final_tx)));
@@ -310,6 +316,8 @@ struct PubJob {
     size: usize,
     /// Messages per second for this publisher.
     rate: Option<f64>,
+    /// Where this publisher's paced schedule starts (its message n is due at `n / rate` after).
+    paced_from: Instant,
     seed: u64,
 }
 
@@ -335,7 +343,8 @@ async fn publish(
         if !stopping {
             let mut room = job.window - in_flight;
             if let Some(rate) = job.rate {
-                let due = (now.saturating_duration_since(clock.epoch).as_secs_f64() * rate) as u64;
+                let due =
+                    (now.saturating_duration_since(job.paced_from).as_secs_f64() * rate) as u64;
                 room = room.min(usize::try_from(due.saturating_sub(sent)).unwrap_or(usize::MAX));
             }
             let wall_ms = super::wall_ms();
@@ -365,8 +374,11 @@ async fn publish(
         }
         let wake = match job.rate {
             _ if stopping => drain_until,
+            // A full window waits for answers: the next message may be due already, and
+            // waking for it would spin until an answer frees a place.
+            Some(_) if in_flight >= job.window => clock.end,
             Some(rate) => {
-                let next = clock.epoch + Duration::from_secs_f64((sent + 1) as f64 / rate);
+                let next = job.paced_from + Duration::from_secs_f64((sent + 1) as f64 / rate);
                 next.min(clock.end)
             }
             None => clock.end,

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::auth::TokenKey;
@@ -34,6 +34,8 @@ pub struct Ctx<S> {
     pub shutdown: watch::Receiver<bool>,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// Password hashes running at once: one per core (see [`Ctx::hash_work`]).
+    hashing: Semaphore,
 }
 
 impl<S: Store> Ctx<S> {
@@ -56,7 +58,21 @@ impl<S: Store> Ctx<S> {
             cfg,
             shutdown,
             sessions: TaskTracker::new(),
+            hashing: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
+    }
+
+    /// Runs password hashing or checking on the blocking pool, at most one per core at a time.
+    /// argon2 takes about 19 MiB and tens of milliseconds of CPU per hash: a storm of logins
+    /// waits its turn instead of taking every core and leaving its memory with the allocator.
+    /// `None` if the work panicked.
+    pub async fn hash_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        // The semaphore is never closed.
+        let _permit = self.hashing.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
     }
 
     /// Locks the desk (held for a decision, never across an `.await`).

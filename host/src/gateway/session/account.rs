@@ -60,8 +60,12 @@ impl<S: Store, C: Conn> Session<S, C> {
             Ok((l, p)) => (l.to_owned(), p.to_owned()),
             Err(e) => return self.reply_code(id, Code::MALFORMED, "", &e.to_string()),
         };
-        let hash = match tokio::task::spawn_blocking(move || auth::hash_password(&password)).await {
-            Ok(Ok(h)) => h,
+        let hash = match self
+            .ctx
+            .hash_work(move || auth::hash_password(&password))
+            .await
+        {
+            Some(Ok(h)) => h,
             _ => return self.reply_code(id, Code::INTERNAL, "", "could not hash the password"),
         };
         let display = if name.trim().is_empty() {
@@ -129,7 +133,9 @@ impl<S: Store, C: Conn> Session<S, C> {
             return Err(LoginError::Refused("this account logs in with a token"));
         };
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
+        let ok = self
+            .ctx
+            .hash_work(move || auth::verify_password(&hash, &password))
             .await
             .unwrap_or(false);
         if ok {

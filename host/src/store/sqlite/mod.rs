@@ -2,7 +2,7 @@
 //!
 //! One writer thread owns the only write connection: every modifying call becomes a command on
 //! its queue, answered through a oneshot once the batch it rode in is committed (see
-//! `writer`). Reads go to a small pool of reader threads with their own connections (see
+//! `writer`) and synced to the disk (see `syncer`). Reads go to a small pool of reader threads with their own connections (see
 //! `reader`), so they never wait behind a disk sync. No SQLite call ever runs on a tokio
 //! worker.
 //!
@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `schema` | pragmas, versioned schema, error mapping |
 //! | `writer` | the writer thread: batches, savepoints, group commit |
+//! | `syncer` | the syncer thread: syncs the WAL, then answers the batches it covers |
 //! | `checkpoint` | the checkpointer thread: WAL back into the database, off the commit path |
 //! | `reader` | the reader pool |
 //! | `ops` | the write commands' SQL |
@@ -20,11 +21,12 @@ mod ops;
 mod reader;
 mod rows;
 mod schema;
+mod syncer;
 mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
@@ -32,7 +34,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use self::reader::ReadJob;
-use self::writer::{Op, WriteJob};
+use self::writer::{Op, Outlets, WriteJob};
 use crate::model::Message;
 use crate::store::{
     Appended, NewMessage, NewUser, Store, StoreError, StoreResult, Subscription, TopicRecord,
@@ -42,12 +44,12 @@ use crate::store::{
 /// How hard a commit insists on reaching the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SyncMode {
-    /// `synchronous=FULL`: every commit is synced to the disk before it is answered; survives
-    /// power loss. The default.
+    /// Every commit is synced to the disk before it is answered (the WAL file, by the syncer
+    /// thread, while the writer goes on with the next batch); survives power loss. The default.
     #[default]
     Full,
-    /// WAL with `synchronous=NORMAL`: a commit survives a crash of the process but not a power
-    /// loss. For tests and benches that do not need power-loss safety.
+    /// Commits are answered without a disk sync: they survive a crash of the process but not a
+    /// power loss. For tests and benches that do not need power-loss safety.
     Normal,
 }
 
@@ -126,7 +128,7 @@ impl fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file `path`; migrates the schema.
     pub fn open(path: &Path, cfg: SqliteConfig) -> StoreResult<SqliteStore> {
-        let mut conn = schema::connect(path, cfg.sync)?;
+        let mut conn = schema::connect(path)?;
         schema::migrate(&mut conn)?;
         conn.pragma_update(
             None,
@@ -134,10 +136,10 @@ impl SqliteStore {
             checkpoint::WRITER_FALLBACK_PAGES,
         )
         .map_err(schema::map)?;
-        let checkpoint_conn = schema::connect(path, cfg.sync)?;
+        let checkpoint_conn = schema::connect(path)?;
         let mut reader_conns = Vec::new();
         for _ in 0..cfg.readers.max(1) {
-            let c = schema::connect(path, cfg.sync)?;
+            let c = schema::connect(path)?;
             c.pragma_update(None, "query_only", true)
                 .map_err(schema::map)?;
             reader_conns.push(c);
@@ -147,11 +149,28 @@ impl SqliteStore {
         let (nudge_tx, nudge_rx) = mpsc::sync_channel::<()>(1);
         let (rtx, rrx) = mpsc::channel::<ReadJob>();
         let rrx = Arc::new(Mutex::new(rrx));
+        let broken = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let spawned = (|| {
+            let syncer = match cfg.sync {
+                SyncMode::Full => {
+                    let (stx, srx) = mpsc::channel();
+                    let (wal, broken) = (wal_path(path), Arc::clone(&broken));
+                    threads.push(spawn("kefu-store-syncer".into(), move || {
+                        syncer::run(wal, srx, broken)
+                    })?);
+                    Some(stx)
+                }
+                SyncMode::Normal => None,
+            };
+            let outlets = Outlets {
+                syncer,
+                checkpointer: nudge_tx,
+                broken,
+            };
             let c = Arc::clone(&counters);
             threads.push(spawn("kefu-store-writer".into(), move || {
-                writer::run(conn, wrx, cfg.max_batch, c, nudge_tx)
+                writer::run(conn, wrx, cfg.max_batch, c, outlets)
             })?);
             threads.push(spawn("kefu-store-checkpoint".into(), move || {
                 checkpoint::run(checkpoint_conn, nudge_rx)
@@ -257,6 +276,13 @@ impl Drop for Inner {
 /// Locks `m`; a poisoned lock still guards consistent data here (a sender or handles).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The WAL file SQLite keeps beside the database `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// Starts a named store thread.

@@ -702,3 +702,76 @@ async fn a_version_1_database_keeps_its_messages_seqs_and_duplicates_when_migrat
     assert_eq!(s.append(msg("t1", 3, "alice")).await.unwrap().seq, 3);
     assert_eq!(s.topic("t1").await.unwrap().unwrap().latest, 3);
 }
+
+#[tokio::test]
+async fn appends_and_marks_reuse_their_prepared_statements_instead_of_compiling_them_again() {
+    let dir = TempDir::new().unwrap();
+    let s = fixture(&dir, fast()).await;
+    for n in 1..=5 {
+        s.append(msg("t1", n, "alice")).await.unwrap();
+        s.set_marks("t1", "bob", None, Some(n)).await.unwrap();
+    }
+    let reprepared = s
+        .write(false, |c| {
+            Ok(super::ops::HOT_STATEMENTS.map(|sql| {
+                let st = c.prepare_cached(sql).unwrap();
+                (sql, st.get_status(rusqlite::StatementStatus::RePrepare))
+            }))
+        })
+        .await
+        .unwrap();
+    for (sql, times) in reprepared {
+        assert_eq!(times, 0, "re-prepared {times} times: {sql}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_durable_appends_are_answered_after_the_sync_and_all_kept() {
+    let dir = TempDir::new().unwrap();
+    let s = fixture(&dir, SqliteConfig::default()).await;
+    let mut tasks = Vec::new();
+    for task in 0..20u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = if task % 2 == 0 { "t1" } else { "t2" };
+            for i in 0..20u64 {
+                s.append(msg(t, task * 100 + i, "alice")).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(s);
+    let s = open(&dir, SqliteConfig::default());
+    for t in ["t1", "t2"] {
+        let seqs: Vec<u64> = s
+            .messages(t, 0, 0, u32::MAX, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "topic {t}");
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_sync_refuses_writes_instead_of_acknowledging_them() {
+    let dir = TempDir::new().unwrap();
+    let s = fixture(&dir, SqliteConfig::default()).await;
+    assert_eq!(s.append(msg("t1", 1, "alice")).await.unwrap().seq, 1);
+    // Another store on the same file: its syncer has not opened the WAL yet, and now cannot.
+    let other = open(&dir, SqliteConfig::default());
+    std::fs::remove_file(dir.path().join("kefu.db-wal")).unwrap();
+    let first = other.append(msg("t1", 2, "alice")).await;
+    assert!(
+        matches!(&first, Err(StoreError::Failed(why)) if why.contains("sync")),
+        "{first:?}"
+    );
+    let later = other.set_marks("t1", "alice", Some(1), None).await;
+    assert!(
+        matches!(&later, Err(StoreError::Failed(why)) if why.contains("restart")),
+        "{later:?}"
+    );
+}

@@ -1,14 +1,14 @@
 //! The writer thread: the only connection that writes. It takes the first queued command,
 //! drains what else is queued (up to `max_batch`), runs them all in one transaction, each inside
 //! its own SAVEPOINT (appends excepted: their one write statement is atomic by itself) so that
-//! a failing command fails alone, commits once, and only then answers
-//! them all (group commit: while one commit syncs, the next batch queues). After a commit it
-//! nudges the checkpointer (see `checkpoint`), so copying the WAL back into the database never
-//! holds up a commit.
+//! a failing command fails alone, and commits once. The commit does not wait for the disk: the
+//! batch's answers go to the syncer (see `syncer`), which answers them once the WAL is synced,
+//! while this thread already runs the next batch. After a commit it nudges the checkpointer
+//! (see `checkpoint`), so copying the WAL back into the database never holds up a commit.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -27,7 +27,8 @@ pub(super) trait WriteJob: Send {
     fn is_append(&self) -> bool;
 }
 
-/// A command that ran: whether it succeeded and how to answer once the commit is decided.
+/// A command that ran: whether it succeeded and how to answer once its commit is decided (and,
+/// for a durable store, synced).
 pub(super) struct Ran {
     /// A copy of the command's own error, if it failed.
     err: Option<StoreError>,
@@ -78,6 +79,14 @@ where
     }
 }
 
+impl Ran {
+    /// Answers the command: its own result if `commit` succeeded (or the command failed by
+    /// itself), the commit's error otherwise.
+    pub(super) fn answer(self, commit: Result<(), &StoreError>) {
+        self.reply.send(commit);
+    }
+}
+
 /// The result of a command held until the commit.
 struct Held<T> {
     result: StoreResult<T>,
@@ -96,13 +105,24 @@ impl<T: Send> Reply for Held<T> {
     }
 }
 
+/// Where the writer's committed batches go.
+pub(super) struct Outlets {
+    /// The syncer, which answers a batch once the WAL is synced; `None` answers right after the
+    /// commit (`SyncMode::Normal`: durable against a process crash, not a power loss).
+    pub(super) syncer: Option<Sender<Vec<Ran>>>,
+    /// The checkpointer's nudge after every commit.
+    pub(super) checkpointer: SyncSender<()>,
+    /// Set by the syncer when a sync failed: every later batch is refused.
+    pub(super) broken: Arc<AtomicBool>,
+}
+
 /// Runs the writer until every sender is gone and the queue is drained, then closes `conn`.
 pub(super) fn run(
     conn: Connection,
     rx: Receiver<Box<dyn WriteJob>>,
     max_batch: usize,
     counters: Arc<Counters>,
-    committed: SyncSender<()>,
+    outlets: Outlets,
 ) {
     let max_batch = max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch.min(4096));
@@ -114,17 +134,46 @@ pub(super) fn run(
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        run_batch(&conn, &mut batch, &counters);
+        if outlets.broken.load(Ordering::SeqCst) {
+            for job in batch.drain(..) {
+                job.fail(StoreError::Failed(
+                    "an earlier disk sync failed; restart to recover".into(),
+                ));
+            }
+            continue;
+        }
+        let Some(ran) = run_batch(&conn, &mut batch, &counters) else {
+            continue;
+        };
+        match &outlets.syncer {
+            Some(syncer) => {
+                if let Err(unsent) = syncer.send(ran) {
+                    for r in unsent.0 {
+                        r.answer(Err(&StoreError::Closed));
+                    }
+                }
+            }
+            None => {
+                for r in ran {
+                    r.answer(Ok(()));
+                }
+            }
+        }
         // A full channel means a nudge is pending already.
-        let _ = committed.try_send(());
+        let _ = outlets.checkpointer.try_send(());
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the store's write connection failed");
     }
 }
 
-/// Runs one batch in one transaction and answers every command of it.
-fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &Counters) {
+/// Runs one batch in one transaction. Committed: its commands' held answers, to send once the
+/// commit is durable. Failed as a whole: `None`, every command answered with the error.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn WriteJob>>,
+    counters: &Counters,
+) -> Option<Vec<Ran>> {
     let mut jobs = batch.drain(..);
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let e = map(e);
@@ -132,7 +181,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
             job.fail(copy_error(&e));
         }
         counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     }
     let mut ran: Vec<Ran> = Vec::with_capacity(jobs.len());
     let mut abort: Option<StoreError> = None;
@@ -186,9 +235,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
             counters
                 .largest_batch
                 .fetch_max(ran.len() as u64, Ordering::Relaxed);
-            for r in ran {
-                r.reply.send(Ok(()));
-            }
+            Some(ran)
         }
         Err(e) => {
             if !conn.is_autocommit()
@@ -203,6 +250,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, counters: &C
             for job in jobs {
                 job.fail(copy_error(&e));
             }
+            None
         }
     }
 }
