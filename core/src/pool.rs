@@ -2160,6 +2160,15 @@ mod tests {
                 .find(|m| m.entry.topic == topic && m.entry.key == OrderKey::stored(seq))
                 .map(|m| m.slot)
         }
+        /// The highest stored seq of `topic`, 0 if none.
+        fn last_seq(&self, topic: TopicKey) -> u64 {
+            self.live
+                .iter()
+                .filter(|m| m.entry.topic == topic && m.entry.key.is_stored())
+                .map(|m| m.entry.key.seq)
+                .max()
+                .unwrap_or(0)
+        }
     }
 
     fn run<const N: usize>(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -2170,14 +2179,7 @@ mod tests {
             let pick = |p: usize| issued.get(p % issued.len().max(1)).copied();
             let op = match op {
                 Op::Append { id, topic, state } => {
-                    let last = model
-                        .live
-                        .iter()
-                        .filter(|m| m.entry.topic == topic && m.entry.key.is_stored())
-                        .map(|m| m.entry.key.seq)
-                        .max()
-                        .unwrap_or(0);
-                    let seq = last + 1;
+                    let seq = model.last_seq(topic) + 1;
                     Op::Insert {
                         id,
                         topic,
@@ -2435,14 +2437,7 @@ mod tests {
                     .collect();
                 prop_assert_eq!(got, want);
             }
-            let last = model
-                .live
-                .iter()
-                .filter(|m| m.entry.topic == topic && m.entry.key.is_stored())
-                .map(|m| m.entry.key.seq)
-                .max()
-                .unwrap_or(0);
-            prop_assert_eq!(pool.last_seq(topic), last);
+            prop_assert_eq!(pool.last_seq(topic), model.last_seq(topic));
             for seq in 0..64 {
                 prop_assert_eq!(pool.find_seq(topic, seq), model.holder(topic, seq));
             }
