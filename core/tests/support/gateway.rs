@@ -3,7 +3,7 @@
 //! It answers the subset of the protocol the client engine uses (hi, login, sub, pub, get data,
 //! ack, keepalive) and keeps each user's acked mark across connections.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use kefu_core::delivery::{DeliveryConfig, DeliveryWindow};
 use kefu_core::id::MsgId;
@@ -25,19 +25,19 @@ pub struct Stored {
 #[derive(Default)]
 pub struct TopicStore {
     pub messages: Vec<Stored>,
-    pub by_id: HashMap<MsgId, u64>,
+    pub by_id: BTreeMap<MsgId, u64>,
 }
 
 struct Session {
     user: Option<String>,
-    subs: HashMap<String, DeliveryWindow>,
+    subs: BTreeMap<String, DeliveryWindow>,
 }
 
 /// The model gateway.
 pub struct Gateway {
     pub cfg: DeliveryConfig,
-    pub topics: HashMap<String, TopicStore>,
-    sessions: HashMap<u64, Session>,
+    pub topics: BTreeMap<String, TopicStore>,
+    sessions: BTreeMap<u64, Session>,
     /// Frames to send: (connection, frame bytes).
     pub out: Vec<(u64, Vec<u8>)>,
     pub stored: u64,
@@ -50,8 +50,8 @@ impl Gateway {
     pub fn new(cfg: DeliveryConfig) -> Self {
         Gateway {
             cfg,
-            topics: HashMap::new(),
-            sessions: HashMap::new(),
+            topics: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             out: Vec::new(),
             stored: 0,
             dup_pubs: 0,
@@ -65,7 +65,7 @@ impl Gateway {
             conn,
             Session {
                 user: None,
-                subs: HashMap::new(),
+                subs: BTreeMap::new(),
             },
         );
     }
