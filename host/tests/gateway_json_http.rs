@@ -6,11 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use kefu_core::proto::{Code, NoteWhat};
+use kefu_core::proto::{Acc, AuthScheme, ClientPacket, Code, NoteWhat};
 use kefu_host::gateway::wire::Out;
 use serde_json::json;
 use support::inspect::{Ws, http_get, metric};
-use support::{Gw, new_id};
+use support::{Gw, Raw, new_id};
 
 #[tokio::test]
 async fn a_json_client_says_hi_signs_up_subscribes_publishes_and_receives() {
@@ -259,5 +259,34 @@ async fn metrics_move_with_the_traffic() {
     assert_eq!(m(&now, r#"kefu_connections{transport="tcp"}"#), 1.0);
     assert_eq!(m(&now, r#"kefu_connections{transport="ws"}"#), 0.0);
     assert_eq!(m(&now, "kefu_sessions_logged_in"), 1.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_reports_a_store_whose_disk_sync_failed() {
+    let mut gw = Gw::start_with(|c| c.durable = true).await;
+    // The WAL goes away before the first commit is synced: that sync fails, and from then on
+    // the store refuses writes and the gateway asks to be restarted.
+    std::fs::remove_file(gw.dir.path().join("kefu.db-wal")).expect("the WAL exists");
+    let mut c = Raw::connect(gw.tcp).await;
+    c.hi().await;
+    let id = c.next_id();
+    c.send(ClientPacket::Acc(Acc {
+        id,
+        scheme: AuthScheme::Basic,
+        secret: b"ann:secret-pass",
+        name: "ann",
+        login: true,
+    }))
+    .await;
+    let (code, text, _) = c.ctrl(id).await;
+    assert_eq!(
+        code,
+        Code::INTERNAL,
+        "an account the disk did not keep: {text}"
+    );
+    let (status, body) = http_get(gw.http, "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("disk sync failed"), "{body}");
     gw.stop().await;
 }

@@ -78,6 +78,8 @@ async fn metrics<S: Store>(State(ctx): State<Arc<Ctx<S>>>) -> Response {
 async fn healthz<S: Store>(State(ctx): State<Arc<Ctx<S>>>) -> Response {
     if ctx.shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if let Some(why) = ctx.store.fault() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("storage: {why}\n")).into_response()
     } else {
         (StatusCode::OK, "ok\n").into_response()
     }

@@ -309,4 +309,9 @@ pub trait Store: Send + Sync + 'static {
         hard: bool,
         user: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Why the store cannot take writes any more (a failed disk sync), if it cannot: the
+    /// gateway reports itself unhealthy so that it gets restarted. `None` while healthy.
+    fn fault(&self) -> Option<String> {
+        None
+    }
 }

@@ -114,6 +114,8 @@ struct Inner {
     readers: Mutex<Option<mpsc::Sender<ReadJob>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    /// Set by the syncer when a sync failed (see `syncer`).
+    broken: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -166,7 +168,7 @@ impl SqliteStore {
             let outlets = Outlets {
                 syncer,
                 checkpointer: nudge_tx,
-                broken,
+                broken: Arc::clone(&broken),
             };
             let c = Arc::clone(&counters);
             threads.push(spawn("kefu-store-writer".into(), move || {
@@ -189,6 +191,7 @@ impl SqliteStore {
             readers: Mutex::new(Some(rtx)),
             threads: Mutex::new(threads),
             counters,
+            broken,
         };
         // On failure, dropping `inner` stops the threads already started.
         spawned.map(|()| SqliteStore {
@@ -419,6 +422,13 @@ impl Store for SqliteStore {
             ops::delete_messages(c, &topic, first, last, hard, &user)
         })
         .await
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.inner
+            .broken
+            .load(Ordering::SeqCst)
+            .then(|| writer::BROKEN.to_owned())
     }
 }
 

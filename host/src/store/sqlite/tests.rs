@@ -774,4 +774,6 @@ async fn a_store_that_cannot_sync_refuses_writes_instead_of_acknowledging_them()
         matches!(&later, Err(StoreError::Failed(why)) if why.contains("restart")),
         "{later:?}"
     );
+    assert!(other.fault().is_some_and(|why| why.contains("restart")));
+    assert_eq!(s.fault(), None, "the store that synced is healthy");
 }

@@ -105,6 +105,9 @@ impl<T: Send> Reply for Held<T> {
     }
 }
 
+/// Why a broken store refuses writes.
+pub(super) const BROKEN: &str = "an earlier disk sync failed; restart to recover";
+
 /// Where the writer's committed batches go.
 pub(super) struct Outlets {
     /// The syncer, which answers a batch once the WAL is synced; `None` answers right after the
@@ -136,9 +139,7 @@ pub(super) fn run(
         }
         if outlets.broken.load(Ordering::SeqCst) {
             for job in batch.drain(..) {
-                job.fail(StoreError::Failed(
-                    "an earlier disk sync failed; restart to recover".into(),
-                ));
+                job.fail(StoreError::Failed(BROKEN.into()));
             }
             continue;
         }
