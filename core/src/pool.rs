@@ -216,7 +216,7 @@ const EMPTY: u32 = u32::MAX;
 
 /// `cells.copy_within(src, dest)`, skipping the `memmove` call when there is nothing to move
 /// (the common eviction of a topic's oldest message and insert of its newest moves nothing).
-#[inline(always)]
+#[cfg_attr(not(feature = "small"), inline(always))]
 fn shift(cells: &mut [u32], src: core::ops::Range<usize>, dest: usize) {
     if src.start < src.end {
         cells.copy_within(src, dest);

@@ -123,7 +123,9 @@ pub fn label(text: &str) -> Label {
 /// [`label`] makes, without building a second label to copy.
 pub(crate) fn set_label(out: &mut Label, text: &str) {
     out.clear();
-    // Almost every text fits: one copy, not one push per character.
+    // Almost every text fits: one copy, not one push per character (except in the `small`
+    // build, where flash is dearer than cycles).
+    #[cfg(not(feature = "small"))]
     if out.push_str(text).is_ok() {
         return;
     }

@@ -2,7 +2,7 @@
 
 use crate::id::MsgId;
 use crate::order::Arrival;
-use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, Slot, TopicKey};
+use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, TopicKey};
 use crate::proto::{
     Code, Ctrl, CtrlParams, Data, Info, Meta, MetaItem, NoteWhat, Pres, PresWhat, ServerPacket,
     decode_server,
@@ -263,7 +263,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             state,
             seq: Some(seq),
         });
-        self.pump_known(topic, Some((seq, slot)));
+        self.pump(topic);
         self.update_unread(topic);
     }
 
@@ -317,35 +317,29 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             return;
         }
         let wanted = self.cfg.filter.is_none_or(|f| f(d));
-        let mut slot = None;
         if wanted {
             if d.content.len() > C {
                 self.stats.bad_input += 1;
                 return;
             }
             let key = OrderKey::stored(d.seq);
-            match self.insert_body(d, topic, key, MessageState::Arriving) {
-                Ok(inserted) => slot = Some(inserted.slot),
-                Err(_) => {
-                    // No room: not recorded, so it will be pushed or pulled again.
-                    self.stats.no_room += 1;
-                    return;
-                }
+            if self
+                .insert_body(d, topic, key, MessageState::Arriving)
+                .is_err()
+            {
+                // No room: not recorded, so it will be pushed or pulled again.
+                self.stats.no_room += 1;
+                return;
             }
             self.arriving += 1;
         } else {
             self.stats.filtered += 1;
         }
-        self.record_arrival_at(now, topic, d.seq, slot);
+        self.record_arrival(now, topic, d.seq);
     }
 
     /// Notes that `seq` is held (or deliberately dropped) and shows what became contiguous.
     fn record_arrival(&mut self, now: Instant, topic: TopicKey, seq: u64) {
-        self.record_arrival_at(now, topic, seq, None);
-    }
-
-    /// [`Self::record_arrival`] of a message just put in the pool at `slot`.
-    fn record_arrival_at(&mut self, now: Instant, topic: TopicKey, seq: u64, slot: Option<Slot>) {
         let Some(t) = self.topics.get_mut(usize::from(topic)) else {
             return;
         };
@@ -365,7 +359,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             Arrival::Duplicate => self.stats.duplicates += 1,
             Arrival::New { .. } | Arrival::Invalid => {}
         }
-        self.pump_known(topic, slot.map(|slot| (seq, slot)));
+        self.pump(topic);
         self.schedule_pull(now, topic);
     }
 
@@ -420,12 +414,6 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     /// Hands the application every message that became contiguous in one topic, in seq order,
     /// as far as the event queue has room.
     pub(super) fn pump(&mut self, topic: TopicKey) {
-        self.pump_known(topic, None);
-    }
-
-    /// [`Self::pump`], told where the message at one seq sits in the pool (the one that just
-    /// arrived or was confirmed), so that it is not looked up by seq again.
-    fn pump_known(&mut self, topic: TopicKey, known: Option<(u64, Slot)>) {
         let mut added = false;
         loop {
             if self.events.len() + 2 >= self.events.capacity() {
@@ -441,16 +429,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             }
             let seq = t.emitted + 1;
             t.emitted = seq;
-            let hinted = known
-                .filter(|&(s, _)| s == seq)
-                .and_then(|(_, slot)| Some((slot, self.pool.get(slot)?)))
-                .filter(|(_, e)| e.topic == topic && e.key == OrderKey::stored(seq));
-            let found = hinted.or_else(|| {
-                let slot = self.pool.find_seq(topic, seq)?;
-                Some((slot, self.pool.get(slot)?))
-            });
-            let Some((slot, entry)) = found else {
+            let Some(slot) = self.pool.find_seq(topic, seq) else {
                 continue; // filtered or deleted: nothing to show, but the mark moves on
+            };
+            let Some(entry) = self.pool.get(slot) else {
+                continue;
             };
             let (id, state, outgoing) = (entry.id, entry.state, entry.data.outgoing);
             if state != MessageState::Arriving {

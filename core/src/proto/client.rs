@@ -47,7 +47,7 @@ pub struct Acc<'a> {
     /// Authentication scheme of `secret` (only [`AuthScheme::Basic`] creates accounts).
     pub scheme: AuthScheme,
     /// The new credentials.
-    #[serde(serialize_with = "super::bytes")]
+    #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
     pub secret: &'a [u8],
     /// Display name.
     pub name: &'a str,
@@ -63,7 +63,7 @@ pub struct Login<'a> {
     /// Authentication scheme of `secret`.
     pub scheme: AuthScheme,
     /// Credentials, as the scheme says.
-    #[serde(serialize_with = "super::bytes")]
+    #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
     pub secret: &'a [u8],
 }
 
@@ -111,7 +111,7 @@ pub struct Pub<'a> {
     /// Headers.
     pub head: Head<'a>,
     /// Content bytes (UTF-8 text unless `head.mime` says otherwise).
-    #[serde(serialize_with = "super::bytes")]
+    #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
     pub content: &'a [u8],
 }
 
