@@ -214,6 +214,15 @@ const HINTS: usize = 16;
 /// A free hash-table cell. Occupied cells hold `tag << 16 | slot`, and a slot is never `NIL`.
 const EMPTY: u32 = u32::MAX;
 
+/// `cells.copy_within(src, dest)`, skipping the `memmove` call when there is nothing to move
+/// (the common eviction of a topic's oldest message and insert of its newest moves nothing).
+#[cfg_attr(not(feature = "small"), inline(always))]
+fn shift(cells: &mut [u32], src: core::ops::Range<usize>, dest: usize) {
+    if src.start < src.end {
+        cells.copy_within(src, dest);
+    }
+}
+
 /// The murmur3 64-bit finaliser: spreads every input bit over the high bits the tables use.
 const fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
@@ -1112,17 +1121,17 @@ impl<T, const N: usize> Pool<T, N> {
         let cells = self.order.as_flattened_mut();
         let room_back = base + len < cells.len();
         if base > 0 && to < len - to {
-            cells.copy_within(base..base + to, base - 1);
+            shift(cells, base..base + to, base - 1);
             cells[base - 1 + to] = o;
             self.base = base - 1;
         } else {
             let base = if room_back {
                 base
             } else {
-                cells.copy_within(base..base + len, 0);
+                shift(cells, base..base + len, 0);
                 0
             };
-            cells.copy_within(base + to..base + len, base + to + 1);
+            shift(cells, base + to..base + len, base + to + 1);
             cells[base + to] = o;
             self.base = base;
         }
@@ -1137,10 +1146,10 @@ impl<T, const N: usize> Pool<T, N> {
         }
         let cells = self.order.as_flattened_mut();
         if from < len - 1 - from {
-            cells.copy_within(base..base + from, base + 1);
+            shift(cells, base..base + from, base + 1);
             self.base = base + 1;
         } else {
-            cells.copy_within(base + from + 1..base + len, base + from);
+            shift(cells, base + from + 1..base + len, base + from);
         }
         self.len = len - 1;
     }
@@ -1165,10 +1174,10 @@ impl<T, const N: usize> Pool<T, N> {
         let base = self.base;
         let cells = self.order.as_flattened_mut();
         if from < to {
-            cells.copy_within(base + from + 1..base + to, base + from);
+            shift(cells, base + from + 1..base + to, base + from);
             cells[base + to - 1] = o;
         } else {
-            cells.copy_within(base + to..base + from, base + to + 1);
+            shift(cells, base + to..base + from, base + to + 1);
             cells[base + to] = o;
         }
     }

@@ -13,8 +13,8 @@
 # drives it: the instruction count between two moments once traffic flows, over the messages
 # stored between them. It does not depend on the load at all (but counts no kernel time).
 #
-# Env: KEFU_BIN (built with `cargo build --release` when unset), HTTP_PORT (16060),
-# TCP_PORT (16061).
+# The gateway listens on ports the system picks (read back from its "listening" line).
+# Env: KEFU_BIN (built with `cargo build --release` when unset).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -22,8 +22,6 @@ if [[ -z "${KEFU_BIN:-}" ]]; then
     (cd "$root" && cargo build --release -q -p kefu-host --bin kefu)
 fi
 kefu=${KEFU_BIN:-$root/target/release/kefu}
-http=127.0.0.1:${HTTP_PORT:-16060}
-tcp=127.0.0.1:${TCP_PORT:-16061}
 mode=${1:-threads}
 shift || true
 
@@ -36,9 +34,16 @@ cleanup() {
 trap cleanup EXIT
 
 stored() { curl -s "http://$http/metrics" | awk '/^kefu_messages_stored_total/ {print $2}'; }
+# Waits for the gateway's "kefu gateway listening: http=A tcp=B" line; sets $http and $tcp.
 wait_up() {
-    for _ in $(seq 120); do
-        curl -s "http://$http/healthz" >/dev/null && return 0
+    for _ in $(seq 240); do
+        line=$(grep -m1 '^kefu gateway listening:' "$work/gateway.log" || true)
+        if [[ -n "$line" ]]; then
+            http=$(sed -E 's/.* http=([^ ]+).*/\1/' <<<"$line")
+            tcp=$(sed -E 's/.* tcp=([^ ]+).*/\1/' <<<"$line")
+            return 0
+        fi
+        kill -0 "$gw" 2>/dev/null || break
         sleep 0.5
     done
     echo "the gateway did not come up; its log:" >&2
@@ -52,7 +57,7 @@ thread_ticks() {
     done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
 
-gateway_args=(gateway --data "$work/data" --http "$http" --tcp "$tcp" --rate 0 --log warn)
+gateway_args=(gateway --data "$work/data" --http 127.0.0.1:0 --tcp 127.0.0.1:0 --rate 0 --log warn)
 case "$mode" in
 threads)
     "$kefu" "${gateway_args[@]}" >"$work/gateway.log" 2>&1 &

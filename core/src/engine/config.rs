@@ -115,12 +115,25 @@ impl EngineConfig {
 /// `text` cut to fit a [`Label`] (at a character boundary).
 pub fn label(text: &str) -> Label {
     let mut out = Label::new();
+    set_label(&mut out, text);
+    out
+}
+
+/// Overwrites `out` with `text` cut to fit (at a character boundary), in place: what
+/// [`label`] makes, without building a second label to copy.
+pub(crate) fn set_label(out: &mut Label, text: &str) {
+    out.clear();
+    // Almost every text fits: one copy, not one push per character (except in the `small`
+    // build, where flash is dearer than cycles).
+    #[cfg(not(feature = "small"))]
+    if out.push_str(text).is_ok() {
+        return;
+    }
     for c in text.chars() {
         if out.push(c).is_err() {
             break;
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -140,5 +153,16 @@ mod tests {
         let l = label(&"客".repeat(20));
         assert_eq!(l.chars().count(), 10, "3-byte characters, 32 bytes hold 10");
         assert_eq!(label("kiosk").as_str(), "kiosk");
+    }
+
+    #[test]
+    fn a_label_set_in_place_forgets_what_it_held() {
+        let mut l = label("a-much-longer-earlier-sender-id");
+        set_label(&mut l, "bo");
+        assert_eq!(l.as_str(), "bo");
+        set_label(&mut l, &"客".repeat(20));
+        assert_eq!(l.as_str(), "客".repeat(10), "cut at a character boundary");
+        set_label(&mut l, "");
+        assert!(l.is_empty());
     }
 }

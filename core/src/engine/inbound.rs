@@ -395,9 +395,15 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         state: MessageState,
     ) -> Result<Inserted, PoolError> {
         let outgoing = !self.user.is_empty() && d.from == self.user.as_str();
-        let (from, mime) = (label(d.from), label(d.head.mime));
         let inserted = self.pool.insert_with(d.msg_id, topic, key, state, |body| {
-            body.refill(&from, outgoing, d.ts, &mime, d.head.reply_to, d.content)
+            body.refill(
+                d.from,
+                outgoing,
+                d.ts,
+                d.head.mime,
+                d.head.reply_to,
+                d.content,
+            )
         })?;
         if outgoing {
             let _ = self.pool.set_mark(inserted.slot, true); // own: not unread

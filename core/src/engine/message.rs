@@ -5,7 +5,7 @@ use heapless::Vec;
 use crate::id::MsgId;
 use crate::pool::{MessageState, OrderKey, TopicKey};
 
-use super::config::Label;
+use super::config::{Label, set_label};
 
 /// What the pool stores for each message besides its id, position and state.
 ///
@@ -28,21 +28,22 @@ pub struct Body<const C: usize> {
 }
 
 impl<const C: usize> Body<C> {
-    /// Overwrites every field in place, copying only `content`'s bytes (an earlier message's
-    /// body is reused). Content beyond `C` bytes is cut; callers check the length first.
+    /// Overwrites every field in place (an earlier message's body is reused). `from` and `mime`
+    /// are cut as [`super::config::label`] cuts them; content beyond `C` bytes is cut, callers
+    /// check the length first.
     pub(super) fn refill(
         &mut self,
-        from: &Label,
+        from: &str,
         outgoing: bool,
         ts: u64,
-        mime: &Label,
+        mime: &str,
         reply_to: Option<u64>,
         content: &[u8],
     ) {
-        self.from.clone_from(from);
+        set_label(&mut self.from, from);
         self.outgoing = outgoing;
         self.ts = ts;
-        self.mime.clone_from(mime);
+        set_label(&mut self.mime, mime);
         self.reply_to = reply_to;
         self.content.clear();
         let fits = content.get(..C).unwrap_or(content);

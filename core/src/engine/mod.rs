@@ -543,7 +543,10 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         if content.len() > C {
             return Err(EngineError::TooLarge);
         }
-        let mime = Label::try_from(head.mime).map_err(|_| EngineError::TooLarge)?;
+        // A type the pool could not hold whole is refused, not cut.
+        if head.mime.len() > Label::new().capacity() {
+            return Err(EngineError::TooLarge);
+        }
         let id = MsgId::generate_tagged(self.wall_ms(now), self.id_tag, &mut self.rng);
         let ts = self.wall_ms(now);
         let key = self.pending_key(topic);
@@ -554,7 +557,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let inserted = self
             .pool
             .insert_with(id, topic, key, MessageState::Queued, |body| {
-                body.refill(from, true, ts, &mime, head.reply_to, content)
+                body.refill(from, true, ts, head.mime, head.reply_to, content)
             })
             .map_err(|_| EngineError::PoolFull)?;
         let _ = self.pool.set_mark(inserted.slot, true); // own: not unread

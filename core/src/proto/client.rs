@@ -47,6 +47,7 @@ pub struct Acc<'a> {
     /// Authentication scheme of `secret` (only [`AuthScheme::Basic`] creates accounts).
     pub scheme: AuthScheme,
     /// The new credentials.
+    #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
     pub secret: &'a [u8],
     /// Display name.
     pub name: &'a str,
@@ -62,6 +63,7 @@ pub struct Login<'a> {
     /// Authentication scheme of `secret`.
     pub scheme: AuthScheme,
     /// Credentials, as the scheme says.
+    #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
     pub secret: &'a [u8],
 }
 
@@ -109,6 +111,7 @@ pub struct Pub<'a> {
     /// Headers.
     pub head: Head<'a>,
     /// Content bytes (UTF-8 text unless `head.mime` says otherwise).
+    #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
     pub content: &'a [u8],
 }
 

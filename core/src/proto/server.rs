@@ -30,6 +30,7 @@ pub enum CtrlParams<'a> {
         /// The user id of the session.
         user: &'a str,
         /// A token for later logins (empty if none was issued).
+        #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
         token: &'a [u8],
         /// Token expiry, milliseconds since the Unix epoch (0 = none).
         expires_ms: u64,
@@ -109,6 +110,7 @@ pub struct Data<'a> {
     #[serde(borrow)]
     pub head: Head<'a>,
     /// Content bytes.
+    #[cfg_attr(not(feature = "small"), serde(serialize_with = "super::bytes"))]
     pub content: &'a [u8],
 }
 

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::io;
 
+use tokio::sync::mpsc;
+
 /// One unit read from a client, after framing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
@@ -34,4 +36,24 @@ pub trait Conn: Send {
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the connection politely.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// The read side of a connection: where a session's inbound units come from.
+pub trait Inlet: Send {
+    /// The next unit, waiting for it; `None` once the client is gone. Cancel-safe: a unit is
+    /// never lost when the future is dropped unfinished.
+    fn recv(&mut self) -> impl Future<Output = Option<Inbound>> + Send;
+    /// A unit already read, if there is one, without waiting.
+    fn try_recv(&mut self) -> Option<Inbound>;
+}
+
+/// Units fed by a reader task (WebSocket: the library reads whole messages in its own task).
+impl Inlet for mpsc::Receiver<Inbound> {
+    async fn recv(&mut self) -> Option<Inbound> {
+        mpsc::Receiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<Inbound> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
 }

@@ -1,5 +1,6 @@
 //! The raw TCP listener: core frames back to back on the stream, deframed by the core's
-//! resynchronising deframer.
+//! resynchronising deframer in the session's own task (no reader task, no queue between them:
+//! a frame costs one task wake-up, not two).
 
 use std::io;
 use std::sync::Arc;
@@ -8,9 +9,8 @@ use kefu_core::frame::{Deframer, FrameError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 
-use super::conn::{Conn, Inbound, Unit};
+use super::conn::{Conn, Inbound, Inlet, Unit};
 use super::context::Ctx;
 use super::metrics::Transport;
 use super::session::Session;
@@ -24,37 +24,55 @@ pub const TCP_FRAME_BUFFER: usize = 64 * 1024 + 2048;
 pub async fn serve<S: Store>(ctx: Arc<Ctx<S>>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let (tx, rx) = mpsc::channel(64);
-    let max_body = ctx.cfg.max_body();
-    let reader = tokio::spawn(read_frames(read, tx, max_body));
+    let inlet = TcpInlet {
+        read,
+        deframer: Box::new(Deframer::with_max_body(ctx.cfg.max_body())),
+        ended: false,
+    };
     let conn = TcpConn {
         write: BufWriter::with_capacity(16 * 1024, write),
     };
-    Session::new(ctx, Transport::Tcp, conn).run(rx).await;
-    reader.abort();
+    Session::new(ctx, Transport::Tcp, conn).run(inlet).await;
 }
 
-/// Reads the stream, yielding frame bodies; framing errors end the connection.
-async fn read_frames(mut read: OwnedReadHalf, tx: mpsc::Sender<Inbound>, max_body: usize) {
-    let mut deframer: Box<Deframer<TCP_FRAME_BUFFER>> = Box::new(Deframer::with_max_body(max_body));
-    loop {
+/// The read half of a TCP connection and the frames read from it so far.
+struct TcpInlet {
+    read: OwnedReadHalf,
+    deframer: Box<Deframer<TCP_FRAME_BUFFER>>,
+    /// The stream ended, failed or sent garbage: nothing more comes.
+    ended: bool,
+}
+
+impl Inlet for TcpInlet {
+    async fn recv(&mut self) -> Option<Inbound> {
         loop {
-            let unit = match deframer.next_frame() {
-                None => break,
-                Some(Ok([])) => Inbound::Ping,
-                Some(Ok(body)) => Inbound::Body(body.to_vec()),
-                Some(Err(e)) => Inbound::Garbage(garbage_kind(e)),
-            };
-            let stop = matches!(unit, Inbound::Garbage(_));
-            if tx.send(unit).await.is_err() || stop {
-                return;
+            if let Some(unit) = self.try_recv() {
+                return Some(unit);
+            }
+            if self.ended {
+                return None;
+            }
+            // Cancel-safe: a read dropped before it completes has taken no bytes.
+            match self.read.read(self.deframer.spare_capacity()).await {
+                Ok(0) | Err(_) => self.ended = true,
+                Ok(n) => self.deframer.commit(n),
             }
         }
-        let spare = deframer.spare_capacity();
-        match read.read(spare).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => deframer.commit(n),
+    }
+
+    fn try_recv(&mut self) -> Option<Inbound> {
+        if self.ended {
+            return None;
         }
+        Some(match self.deframer.next_frame()? {
+            Ok([]) => Inbound::Ping,
+            Ok(body) => Inbound::Body(body.to_vec()),
+            Err(e) => {
+                // Framing errors end the connection.
+                self.ended = true;
+                Inbound::Garbage(garbage_kind(e))
+            }
+        })
     }
 }
 

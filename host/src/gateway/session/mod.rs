@@ -34,10 +34,10 @@ use kefu_core::delivery::DeliveryWindow;
 use kefu_core::frame;
 use kefu_core::id::MsgId;
 use kefu_core::time::Instant as CoreInstant;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::binary;
-use super::conn::{Conn, Inbound, Unit};
+use super::conn::{Conn, Inbound, Inlet, Unit};
 use super::context::Ctx;
 use super::hub::{Event, EventQueue, SessionId, SessionLink, Topic};
 use super::json::JsonCodec;
@@ -169,7 +169,7 @@ impl<S: Store, C: Conn> Session<S, C> {
 
     /// Runs the session until the client goes away, misbehaves, times out or the gateway shuts
     /// down; then cleans up everything it registered.
-    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+    pub async fn run(mut self, mut inbound: impl Inlet) {
         self.ctx.metrics.connection_opened(self.transport);
         let end = self.serve(&mut inbound).await;
         tracing::debug!(session = self.id, ?end, "session ends");
@@ -192,7 +192,7 @@ impl<S: Store, C: Conn> Session<S, C> {
         self.ctx.metrics.connection_closed(self.transport);
     }
 
-    async fn serve(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> End {
+    async fn serve(&mut self, inbound: &mut impl Inlet) -> End {
         let mut shutdown = self.ctx.shutdown.clone();
         if *shutdown.borrow() {
             return End::Close("shutdown");
@@ -208,7 +208,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                         return end;
                     }
                     // Take everything already read before writing: answers batch up.
-                    while let Ok(unit) = inbound.try_recv() {
+                    while let Some(unit) = inbound.try_recv() {
                         if let Err(end) = self.on_inbound(unit).await {
                             return end;
                         }
