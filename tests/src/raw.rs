@@ -105,10 +105,7 @@ pub fn pub_packet<'a>(
         id,
         topic,
         msg_id,
-        head: Head {
-            mime: "",
-            reply_to: None,
-        },
+        head: Head::default(),
         content,
     })
 }

@@ -381,10 +381,7 @@ impl Raw {
             id,
             topic,
             msg_id,
-            head: Head {
-                mime: "",
-                reply_to: None,
-            },
+            head: Head::default(),
             content,
         }))
         .await;

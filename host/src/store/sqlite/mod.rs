@@ -2,9 +2,9 @@
 //!
 //! One writer thread owns the only write connection: every modifying call becomes a command on
 //! its queue, answered through a oneshot once the batch it rode in is committed (see
-//! `writer`) and synced to the disk (see `syncer`). Reads go to a small pool of reader threads with their own connections (see
-//! `reader`), so they never wait behind a disk sync. No SQLite call ever runs on a tokio
-//! worker.
+//! `writer`) and synced to the disk (see `syncer`). Reads go to a small pool of reader threads
+//! with their own connections (see `reader`), so they never wait behind a disk sync. No SQLite
+//! call ever runs on a tokio worker.
 //!
 //! | module | job |
 //! |---|---|

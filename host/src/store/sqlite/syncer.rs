@@ -19,7 +19,7 @@
 //! disk really holds.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -50,7 +50,7 @@ pub(super) fn run(wal: PathBuf, batches: Receiver<Vec<Ran>>, broken: Arc<AtomicB
 }
 
 /// Syncs the WAL file's data to the disk, opening it on first use.
-fn sync(wal: &PathBuf, file: &mut Option<File>) -> Result<(), StoreError> {
+fn sync(wal: &Path, file: &mut Option<File>) -> Result<(), StoreError> {
     let f = match file {
         Some(f) => f,
         None => file.insert(File::open(wal).map_err(|e| {

@@ -246,7 +246,7 @@ fn run_batch(
             }
             counters.failed_batches.fetch_add(1, Ordering::Relaxed);
             for r in ran {
-                r.reply.send(Err(&e));
+                r.answer(Err(&e));
             }
             for job in jobs {
                 job.fail(copy_error(&e));
