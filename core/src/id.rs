@@ -145,15 +145,46 @@ impl core::str::FromStr for MsgId {
 
 /// On compact formats (postcard) an id is its 16 raw bytes; on human-readable ones (JSON) it is
 /// the 32-character hex string.
+///
+/// The raw bytes travel as a tuple of two `f64` whose bit patterns are the two 8-byte halves:
+/// postcard writes and reads an `f64` as its 8 little-endian bytes, in one piece, so the wire
+/// bytes are exactly those of `[u8; 16]` (a tuple of 16 `u8`), while serde's array impls would
+/// go through the serializer and the deserializer one byte at a time (16 calls each way). No
+/// arithmetic touches the floats, and `from_bits`/`to_bits` round-trip every pattern, NaNs
+/// included. (Other compact formats that write floats as 8 little-endian bytes, like bincode,
+/// also give the raw 16 bytes; self-describing ones would write two floats.)
 impl serde::Serialize for MsgId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
         if s.is_human_readable() {
             let hex = self.to_hex();
             let text = core::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?;
             s.serialize_str(text)
         } else {
-            serde::Serialize::serialize(&self.0, s)
+            let [low, high] = self.halves();
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&low)?;
+            t.serialize_element(&high)?;
+            t.end()
         }
+    }
+}
+
+impl MsgId {
+    /// The two 8-byte halves as `f64` bit patterns (see the `Serialize` impl).
+    fn halves(&self) -> [f64; 2] {
+        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p] = self.0;
+        [
+            f64::from_bits(u64::from_le_bytes([a, b, c, d, e, f, g, h])),
+            f64::from_bits(u64::from_le_bytes([i, j, k, l, m, n, o, p])),
+        ]
+    }
+
+    /// The id whose halves are these `f64` bit patterns.
+    fn from_halves(low: f64, high: f64) -> Self {
+        let [a, b, c, d, e, f, g, h] = low.to_bits().to_le_bytes();
+        let [i, j, k, l, m, n, o, p] = high.to_bits().to_le_bytes();
+        MsgId([a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p])
     }
 }
 
@@ -169,10 +200,29 @@ impl<'de> serde::Deserialize<'de> for MsgId {
                 MsgId::parse_hex(v).map_err(E::custom)
             }
         }
+        struct RawVisitor;
+        impl<'de> serde::de::Visitor<'de> for RawVisitor {
+            type Value = MsgId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("16 raw bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MsgId, A::Error> {
+                let mut half = |i| {
+                    seq.next_element::<f64>()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))
+                };
+                let low = half(0)?;
+                let high = half(1)?;
+                Ok(MsgId::from_halves(low, high))
+            }
+        }
         if d.is_human_readable() {
             d.deserialize_str(HexVisitor)
         } else {
-            <[u8; 16] as serde::Deserialize>::deserialize(d).map(MsgId)
+            d.deserialize_tuple(2, RawVisitor)
         }
     }
 }
@@ -181,6 +231,22 @@ impl<'de> serde::Deserialize<'de> for MsgId {
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_id_is_its_sixteen_bytes_in_postcard(bytes in any::<[u8; 16]>()) {
+            let id = MsgId::from_bytes(bytes);
+            // The same bytes as serde's own `[u8; 16]`.
+            let mut ours = [0u8; 16];
+            let mut theirs = [0u8; 16];
+            prop_assert_eq!(
+                postcard::to_slice(&id, &mut ours).unwrap(),
+                postcard::to_slice(&bytes, &mut theirs).unwrap()
+            );
+            prop_assert_eq!(postcard::from_bytes::<MsgId>(&ours), Ok(id));
+        }
+    }
 
     #[test]
     fn generated_ids_carry_their_timestamp_version_and_variant() {
@@ -245,6 +311,55 @@ mod tests {
         assert_eq!(used, &[7u8; 16]);
         let back: MsgId = postcard::from_bytes(used).unwrap();
         assert_eq!(back, id);
+    }
+
+    #[test]
+    fn every_bit_pattern_crosses_postcard_unchanged_even_float_nans() {
+        // The halves travel as f64 bit patterns: signalling and quiet NaNs, infinities and
+        // negative zero must come back bit for bit.
+        let halves: [[u8; 8]; 6] = [
+            0x7ff0_0000_0000_0001u64.to_le_bytes(), // signalling NaN
+            0x7ff8_0000_0000_0000u64.to_le_bytes(), // quiet NaN
+            0xfff7_ffff_ffff_ffffu64.to_le_bytes(), // negative signalling NaN, full payload
+            0x7ff0_0000_0000_0000u64.to_le_bytes(), // infinity
+            0x8000_0000_0000_0000u64.to_le_bytes(), // negative zero
+            0x0000_0000_0000_0001u64.to_le_bytes(), // subnormal
+        ];
+        for low in halves {
+            for high in halves {
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&low);
+                bytes[8..].copy_from_slice(&high);
+                let id = MsgId::from_bytes(bytes);
+                let mut buf = [0u8; 16];
+                let used = postcard::to_slice(&id, &mut buf).unwrap();
+                assert_eq!(used, &bytes);
+                assert_eq!(postcard::from_bytes::<MsgId>(used), Ok(id));
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_id_is_truncated_and_nothing_else_is_read() {
+        let bytes: [u8; 17] = core::array::from_fn(|i| i as u8);
+        for cut in 0..16 {
+            assert_eq!(
+                postcard::from_bytes::<MsgId>(&bytes[..cut]),
+                Err(postcard::Error::DeserializeUnexpectedEnd),
+                "cut at {cut}"
+            );
+        }
+        let (id, rest) = postcard::take_from_bytes::<MsgId>(&bytes).unwrap();
+        assert_eq!(id.as_bytes()[..], bytes[..16]);
+        assert_eq!(rest, &[16]);
+    }
+
+    #[test]
+    fn human_readable_formats_still_read_the_hex_form() {
+        use serde::de::{Deserialize, IntoDeserializer, value::Error};
+        let hex = "ab".repeat(16);
+        let d: serde::de::value::StrDeserializer<'_, Error> = hex.as_str().into_deserializer();
+        assert_eq!(MsgId::deserialize(d), Ok(MsgId::from_bytes([0xab; 16])));
     }
 
     #[test]

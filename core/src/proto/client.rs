@@ -94,6 +94,10 @@ pub struct Leave<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head<'a> {
     /// Business type / MIME type of the content; empty means plain UTF-8 text.
+    #[cfg_attr(
+        not(feature = "small"),
+        serde(borrow, deserialize_with = "super::text")
+    )]
     pub mime: &'a str,
     /// Seq of the message this one replies to, if any.
     pub reply_to: Option<u64>,
@@ -105,6 +109,10 @@ pub struct Pub<'a> {
     /// Request id; the same on every retry of this message within a session.
     pub id: ReqId,
     /// Topic name.
+    #[cfg_attr(
+        not(feature = "small"),
+        serde(borrow, deserialize_with = "super::text")
+    )]
     pub topic: &'a str,
     /// Message id made by the sender; the same on every retry, reconnect and resend.
     pub msg_id: MsgId,

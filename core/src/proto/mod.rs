@@ -78,6 +78,38 @@ fn bytes<S: serde::Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_bytes(b)
 }
 
+/// Reads a text field: the same bytes as serde's `&str` (postcard's varint length, then UTF-8;
+/// a JSON string), and the same strictness (invalid UTF-8 is refused), but an empty field is
+/// `""` at once instead of a trip through `from_utf8` (most `mime` and `text` fields are empty).
+/// On compact formats it asks for borrowed bytes and validates them itself. (Not in the `small`
+/// build, where flash is dearer than cycles.)
+#[cfg(not(feature = "small"))]
+#[inline(always)]
+fn text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<&'a str, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = &'de str;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a borrowed UTF-8 string")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<&'de str, E> {
+            Ok(v)
+        }
+        fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<&'de str, E> {
+            if v.is_empty() {
+                return Ok("");
+            }
+            core::str::from_utf8(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
+        }
+    }
+    if d.is_human_readable() {
+        d.deserialize_str(Text)
+    } else {
+        d.deserialize_bytes(Text)
+    }
+}
+
 fn encode_frame<T: serde::Serialize>(packet: &T, out: &mut [u8]) -> Result<usize, CodecError> {
     frame::encode_frame_with(out, |body| {
         postcard::to_slice(packet, body).map(|written| written.len())
@@ -217,6 +249,81 @@ mod tests {
         );
         // A string with invalid UTF-8: ack { topic: [0xff], seq: 1 }
         assert_eq!(decode_client(&[11, 1, 0xff, 1]), Err(CodecError::Malformed));
+    }
+
+    #[test]
+    fn every_text_field_refuses_invalid_utf8_and_reads_empty_text() {
+        // Each packet carries "é" (c3 a9) in exactly one text field, the others empty.
+        let id = crate::id::MsgId::from_bytes([0; 16]);
+        let data = |topic, from, mime| {
+            ServerPacket::Data(Data {
+                topic,
+                seq: 1,
+                msg_id: id,
+                from,
+                ts: 2,
+                head: Head {
+                    mime,
+                    reply_to: None,
+                },
+                content: b"",
+            })
+        };
+        let ctrl = |text, topic| {
+            ServerPacket::Ctrl(Ctrl {
+                id: 1,
+                code: Code::OK,
+                text,
+                topic,
+                params: CtrlParams::None,
+            })
+        };
+        let publ = |topic, mime| {
+            ClientPacket::Pub(Pub {
+                id: 1,
+                topic,
+                msg_id: id,
+                head: Head {
+                    mime,
+                    reply_to: None,
+                },
+                content: b"",
+            })
+        };
+        let servers = [
+            data("é", "", ""),
+            data("", "é", ""),
+            data("", "", "é"),
+            ctrl("é", ""),
+            ctrl("", "é"),
+        ];
+        let clients = [publ("é", ""), publ("", "é")];
+        fn check(body: &mut [u8], decode: &dyn Fn(&[u8]) -> Result<(), CodecError>) {
+            assert_eq!(decode(body), Ok(()), "the packet itself reads back");
+            let at = body.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+            for cut in 0..body.len() {
+                assert_eq!(
+                    decode(&body[..cut]),
+                    Err(CodecError::Truncated),
+                    "cut at {cut}"
+                );
+            }
+            for bad in [[0xff, 0xff], [0xc3, 0x28], [0xa9, 0xc3]] {
+                body[at..at + 2].copy_from_slice(&bad);
+                assert_eq!(decode(body), Err(CodecError::Malformed), "{bad:x?} at {at}");
+            }
+        }
+        let mut buf = [0u8; 64];
+        for p in servers {
+            let n = encode_server_body(&p, &mut buf).unwrap();
+            assert_eq!(decode_server(&buf[..n]), Ok(p));
+            check(&mut buf[..n], &|b| decode_server(b).map(drop));
+        }
+        for p in clients {
+            let n = encode_client_body(&p, &mut buf).unwrap();
+            assert_eq!(decode_client(&buf[..n]), Ok(p));
+            check(&mut buf[..n], &|b| decode_client(b).map(drop));
+        }
     }
 
     #[test]

@@ -85,8 +85,16 @@ pub struct Ctrl<'a> {
     /// Result code.
     pub code: Code,
     /// Human-readable explanation.
+    #[cfg_attr(
+        not(feature = "small"),
+        serde(borrow, deserialize_with = "super::text")
+    )]
     pub text: &'a str,
     /// The topic the request addressed (empty if none).
+    #[cfg_attr(
+        not(feature = "small"),
+        serde(borrow, deserialize_with = "super::text")
+    )]
     pub topic: &'a str,
     /// Typed parameters.
     #[serde(borrow)]
@@ -97,12 +105,20 @@ pub struct Ctrl<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Data<'a> {
     /// Topic name.
+    #[cfg_attr(
+        not(feature = "small"),
+        serde(borrow, deserialize_with = "super::text")
+    )]
     pub topic: &'a str,
     /// Seq in the topic (from 1, no gaps).
     pub seq: u64,
     /// The sender's message id.
     pub msg_id: MsgId,
     /// The sender's user id.
+    #[cfg_attr(
+        not(feature = "small"),
+        serde(borrow, deserialize_with = "super::text")
+    )]
     pub from: &'a str,
     /// When the gateway stored it, ms since the Unix epoch.
     pub ts: u64,
