@@ -143,6 +143,9 @@ impl core::str::FromStr for MsgId {
     }
 }
 
+/// Floats may lose signalling-NaN bits on this target (see the `Serialize` impl of [`MsgId`]).
+const X87: bool = cfg!(target_arch = "x86");
+
 /// On compact formats (postcard) an id is its 16 raw bytes; on human-readable ones (JSON) it is
 /// the 32-character hex string.
 ///
@@ -152,7 +155,9 @@ impl core::str::FromStr for MsgId {
 /// go through the serializer and the deserializer one byte at a time (16 calls each way). No
 /// arithmetic touches the floats, and `from_bits`/`to_bits` round-trip every pattern, NaNs
 /// included. (Other compact formats that write floats as 8 little-endian bytes, like bincode,
-/// also give the raw 16 bytes; self-describing ones would write two floats.)
+/// also give the raw 16 bytes; self-describing ones would write two floats.) Except on 32-bit
+/// x86, where a float may pass through the x87 stack, which quiets a signalling NaN: there the
+/// id goes byte by byte, as `[u8; 16]`.
 impl serde::Serialize for MsgId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
@@ -160,6 +165,8 @@ impl serde::Serialize for MsgId {
             let hex = self.to_hex();
             let text = core::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?;
             s.serialize_str(text)
+        } else if X87 {
+            serde::Serialize::serialize(&self.0, s)
         } else {
             let [low, high] = self.halves();
             let mut t = s.serialize_tuple(2)?;
@@ -221,6 +228,8 @@ impl<'de> serde::Deserialize<'de> for MsgId {
         }
         if d.is_human_readable() {
             d.deserialize_str(HexVisitor)
+        } else if X87 {
+            <[u8; 16] as serde::Deserialize>::deserialize(d).map(MsgId)
         } else {
             d.deserialize_tuple(2, RawVisitor)
         }
