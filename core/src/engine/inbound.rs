@@ -253,6 +253,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let Some(t) = self.topics.get_mut(usize::from(topic)) else {
             return;
         };
+        t.stored_max = t.stored_max.max(seq);
         t.latest = t.latest.max(seq);
         // Held from now on: the push of the same message will be a duplicate.
         t.recv.on_seq(seq);
@@ -395,6 +396,11 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         state: MessageState,
     ) -> Result<Inserted, PoolError> {
         let outgoing = !self.user.is_empty() && d.from == self.user.as_str();
+        if key.is_stored()
+            && let Some(t) = self.topics.get_mut(usize::from(topic))
+        {
+            t.stored_max = t.stored_max.max(key.seq);
+        }
         let inserted = self.pool.insert_with(d.msg_id, topic, key, state, |body| {
             body.refill(
                 d.from,

@@ -875,10 +875,14 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
 
     /// A virtual position after the last message the user has seen in the topic.
     fn pending_key(&mut self, topic: TopicKey) -> OrderKey {
-        let last = self.pool.last_seq(topic);
         match self.topics.get_mut(usize::from(topic)) {
-            Some(t) => OrderKey::pending(last.max(t.emitted), t.next_local()),
-            None => OrderKey::pending(last, 1),
+            // Nothing stored above what was emitted: the pool's last seq is at most `emitted`.
+            Some(t) if t.stored_max <= t.emitted => OrderKey::pending(t.emitted, t.next_local()),
+            Some(t) => {
+                let last = self.pool.last_seq(topic);
+                OrderKey::pending(last.max(t.emitted), t.next_local())
+            }
+            None => OrderKey::pending(self.pool.last_seq(topic), 1),
         }
     }
 

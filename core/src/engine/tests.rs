@@ -693,6 +693,44 @@ fn the_echo_of_an_own_message_counts_as_one_duplicate() {
     );
 }
 
+#[test]
+fn a_message_published_while_later_seqs_wait_above_a_hole_sorts_after_them() {
+    let mut gw = Gateway::ready(config(), &[GRP]);
+    let grp = gw.grp();
+    gw.push(1);
+    // Seq 3 waits for seq 2: not shown, but held in the pool.
+    gw.push(3);
+    assert_eq!(added(&gw.take_events()), [1]);
+    let first = gw.eng.publish(gw.now, GRP, Head::default(), b"a").unwrap();
+    assert_eq!(
+        gw.eng.message(&first).unwrap().key.seq,
+        3,
+        "after the held seq 3, not after the shown seq 1"
+    );
+    gw.drain();
+    let [(req, _)] = pubs(&gw.take_out())[..] else {
+        panic!("one pub");
+    };
+    // Ours is stored at 5, above the hole too.
+    gw.send(ctrl(
+        req,
+        Code::ACCEPTED,
+        CtrlParams::Pub {
+            seq: 5,
+            ts: 5,
+            dup: false,
+        },
+    ));
+    gw.drain();
+    let second = gw.eng.publish(gw.now, GRP, Head::default(), b"b").unwrap();
+    assert_eq!(gw.eng.message(&second).unwrap().key.seq, 5);
+    gw.push(2);
+    assert_eq!(
+        gw.ids(grp),
+        [peer_id(1), peer_id(2), peer_id(3), first, second]
+    );
+}
+
 // ----- 4. retransmission and reconnect -----------------------------------------------------
 
 #[test]
