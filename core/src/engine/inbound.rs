@@ -257,6 +257,15 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         t.latest = t.latest.max(seq);
         // Held from now on: the push of the same message will be a duplicate.
         t.recv.on_seq(seq);
+        // If it is the next to emit, the pump would find it in the pool, shown already, and
+        // only step over it: step over it here, without the lookup (and only where the pump
+        // would have had event room to get that far).
+        if self.events.len() + 2 < self.events.capacity()
+            && t.emitted < t.recv.mark()
+            && t.emitted + 1 == seq
+        {
+            t.emitted = seq;
+        }
         let state = MessageState::Sent;
         self.push_event(Event::MessageChanged {
             topic,
@@ -317,6 +326,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             self.schedule_pull(now, topic);
             return;
         }
+        // The next message to show, with nothing waiting before it and room for its event:
+        // shown at once, entering the pool in its final state, rather than entering as
+        // arriving and being found again by seq when the pump releases it.
+        let show_now = in_order
+            && t.emitted == t.recv.mark()
+            && self.events.len() + 2 < self.events.capacity();
         let wanted = self.cfg.filter.is_none_or(|f| f(d));
         if wanted {
             if d.content.len() > C {
@@ -324,15 +339,22 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 return;
             }
             let key = OrderKey::stored(d.seq);
-            if self
-                .insert_body(d, topic, key, MessageState::Arriving)
-                .is_err()
-            {
+            let outgoing = self.is_own(d);
+            let state = match (show_now, outgoing) {
+                (false, _) => MessageState::Arriving,
+                (true, true) => MessageState::Sent,
+                (true, false) => MessageState::Received,
+            };
+            if self.insert_body(d, topic, key, state, outgoing).is_err() {
                 // No room: not recorded, so it will be pushed or pulled again.
                 self.stats.no_room += 1;
                 return;
             }
-            self.arriving += 1;
+            if show_now {
+                self.show_next(topic, d.msg_id, d.seq);
+            } else {
+                self.arriving += 1;
+            }
         } else {
             self.stats.filtered += 1;
         }
@@ -373,8 +395,9 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             return;
         }
         let key = OrderKey::stored(d.seq);
+        let outgoing = self.is_own(d);
         if self
-            .insert_body(d, topic, key, MessageState::Received)
+            .insert_body(d, topic, key, MessageState::Received, outgoing)
             .is_ok()
         {
             self.push_event(Event::MessageAdded {
@@ -386,16 +409,21 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
     }
 
+    /// Sent by this user (from this or another of the user's devices).
+    fn is_own(&self, d: &Data<'_>) -> bool {
+        !self.user.is_empty() && d.from == self.user.as_str()
+    }
+
     /// Puts a received message into the pool, its body written in place (content already
-    /// checked to fit).
+    /// checked to fit); `outgoing` is [`Self::is_own`].
     fn insert_body(
         &mut self,
         d: &Data<'_>,
         topic: TopicKey,
         key: OrderKey,
         state: MessageState,
+        outgoing: bool,
     ) -> Result<Inserted, PoolError> {
-        let outgoing = !self.user.is_empty() && d.from == self.user.as_str();
         if key.is_stored()
             && let Some(t) = self.topics.get_mut(usize::from(topic))
         {
@@ -465,6 +493,24 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         if added {
             self.update_unread(topic);
         }
+    }
+
+    /// Shows the message at `seq`, the next to emit, as the pump shows a released one (the
+    /// caller checked the event room and put it into the pool in its final state).
+    fn show_next(&mut self, topic: TopicKey, id: MsgId, seq: u64) {
+        let Some(t) = self.topics.get_mut(usize::from(topic)) else {
+            return;
+        };
+        t.emitted = seq;
+        t.queued_events = t.queued_events.saturating_add(1);
+        self.stats.received += 1;
+        self.push_event(Event::MessageAdded {
+            topic,
+            id,
+            seq: Some(seq),
+            history: false,
+        });
+        self.update_unread(topic);
     }
 
     /// Resumes emission in every topic (after the application drained events), as long as

@@ -878,6 +878,44 @@ fn pushes_out_of_order_are_shown_in_seq_order_and_a_duplicate_is_not_shown_again
 }
 
 #[test]
+fn in_order_pushes_beyond_the_pool_evict_the_oldest_and_still_leave_room_for_held_ones() {
+    let mut gw = Gateway::ready(config(), &[GRP]);
+    let grp = gw.grp();
+    // Pushed in order, each shown as it arrives: more than the pool holds.
+    for seq in 1..=100 {
+        gw.push(seq);
+    }
+    // One of ours, sent from another device, arrives in order too.
+    gw.send(data(101, peer_id(101), ME, "", b"mine"));
+    gw.drain();
+    assert_eq!(
+        added(&gw.take_events()),
+        (1..=101).collect::<std::vec::Vec<_>>()
+    );
+    assert!(
+        gw.eng.message(&peer_id(1)).is_none(),
+        "the oldest were evicted"
+    );
+    let m = gw.eng.message(&peer_id(100)).unwrap();
+    assert_eq!((m.state, m.outgoing), (MessageState::Received, false));
+    let m = gw.eng.message(&peer_id(101)).unwrap();
+    assert_eq!((m.state, m.outgoing), (MessageState::Sent, true));
+    assert_eq!(gw.eng.unread(grp), 100, "own messages are not unread");
+
+    // Held above a hole, still let in: nothing counts as arriving any more.
+    for seq in 103..=140 {
+        gw.push(seq);
+    }
+    assert!(added(&gw.take_events()).is_empty());
+    assert_eq!(gw.eng.stats().no_room, 0);
+    gw.push(102);
+    assert_eq!(
+        added(&gw.take_events()),
+        (102..=140).collect::<std::vec::Vec<_>>()
+    );
+}
+
+#[test]
 fn messages_released_into_a_full_event_queue_come_out_as_the_application_drains_it() {
     let mut gw = Gateway::ready(config(), &[GRP]);
     // 2..=30 wait for 1, shown nothing yet.
