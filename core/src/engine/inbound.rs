@@ -1,5 +1,6 @@
 //! Inbound half of the engine: frames from the gateway become state changes and events.
 
+use crate::frame::{FrameError, decode_frame};
 use crate::id::MsgId;
 use crate::order::Arrival;
 use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, TopicKey};
@@ -57,6 +58,57 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 return true;
             }
         }
+    }
+
+    /// What writing the next chunk of `bytes` into the deframer and running
+    /// [`Self::process_frames`] would do, when the deframer is empty and the bytes it held
+    /// start at `bytes[at]`; but whole frames are decoded where they lie, not copied into the
+    /// deframer and out again. Returns the new count of bytes taken and whether it ran dry.
+    ///
+    /// It follows the chunks the deframer would take: each write takes as much as fits, i.e.
+    /// up to `F` bytes from the start of the first frame not yet complete. A frame that fails
+    /// a check, a full event queue or the end of the input hand the rest of the current chunk
+    /// to the deframer and to [`Self::process_frames`], as if it had all been written there.
+    pub(super) fn frames_in_place(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        mut at: usize,
+    ) -> (usize, bool) {
+        let max_body = self.deframer.max_body();
+        let chunk_end = |at: usize| bytes.len().min(at.saturating_add(F));
+        let mut end = chunk_end(at);
+        loop {
+            if self.events.capacity() - self.events.len() <= EVENT_SLACK {
+                break;
+            }
+            let (body, len) = match decode_frame(&bytes[at..end], max_body) {
+                Ok(frame) => frame,
+                // The deframer would have run dry here and been given the next chunk.
+                Err(FrameError::Incomplete { .. }) if chunk_end(at) > end => {
+                    end = chunk_end(at);
+                    continue;
+                }
+                Err(_) => break,
+            };
+            at += len;
+            self.input_stalled = false;
+            self.stats.frames_in += 1;
+            if body.is_empty() {
+                continue; // keepalive answer; liveness already noted
+            }
+            match decode_server(body) {
+                Ok(packet) => self.handle_packet(now, packet),
+                Err(_) => self.stats.bad_input += 1,
+            }
+            if !self.is_connected() {
+                self.deframer.write(&bytes[at..end]);
+                return (end, true);
+            }
+        }
+        // The rest of the chunk fits: the deframer is empty and a chunk is at most F bytes.
+        self.deframer.write(&bytes[at..end]);
+        (end, self.process_frames(now))
     }
 
     fn handle_packet(&mut self, now: Instant, packet: ServerPacket<'_>) {

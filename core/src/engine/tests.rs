@@ -1428,6 +1428,114 @@ fn pushes() -> impl Strategy<Value = (u64, std::vec::Vec<u64>)> {
     })
 }
 
+/// One piece of a byte stream from the gateway.
+#[derive(Clone, Debug)]
+enum Piece {
+    /// A push of `seq` with `len` bytes of content.
+    Push { seq: u64, len: usize },
+    /// A presence notice (an event that is not a message).
+    Presence,
+    /// An empty frame (the answer to a ping).
+    Keepalive,
+    /// A push with one byte changed at `at`.
+    Corrupt { seq: u64, at: prop::sample::Index },
+    /// Bytes that are no frame.
+    Garbage(std::vec::Vec<u8>),
+}
+
+fn piece() -> impl Strategy<Value = Piece> {
+    prop_oneof![
+        6 => (1u64..=80, 0usize..=250).prop_map(|(seq, len)| Piece::Push { seq, len }),
+        4 => Just(Piece::Presence),
+        1 => Just(Piece::Keepalive),
+        1 => (1u64..=80, any::<prop::sample::Index>()).prop_map(|(seq, at)| Piece::Corrupt { seq, at }),
+        1 => proptest::collection::vec(any::<u8>(), 1..20).prop_map(Piece::Garbage),
+    ]
+}
+
+fn stream_of(pieces: &[Piece]) -> std::vec::Vec<u8> {
+    let mut out = std::vec::Vec::new();
+    let mut buf = [0u8; BUF];
+    for p in pieces {
+        let packet_bytes = |p: ServerPacket<'_>, buf: &mut [u8; BUF]| {
+            let n = encode_server(&p, buf).unwrap();
+            buf[..n].to_vec()
+        };
+        let content = [b'c'; 250];
+        match p {
+            Piece::Push { seq, len } => {
+                out.extend(packet_bytes(
+                    data(*seq, peer_id(*seq), PEER, "", &content[..*len]),
+                    &mut buf,
+                ));
+            }
+            Piece::Presence => out.extend(packet_bytes(
+                ServerPacket::Pres(Pres {
+                    topic: GRP,
+                    src: PEER,
+                    what: PresWhat::On,
+                }),
+                &mut buf,
+            )),
+            Piece::Keepalive => {
+                let n = encode_frame(&[], &mut buf).unwrap();
+                out.extend_from_slice(&buf[..n]);
+            }
+            Piece::Corrupt { seq, at } => {
+                let mut f = packet_bytes(data(*seq, peer_id(*seq), PEER, "", b"x"), &mut buf);
+                let i = at.index(f.len());
+                f[i] ^= 0x5A;
+                out.extend(f);
+            }
+            Piece::Garbage(g) => out.extend_from_slice(g),
+        }
+    }
+    out
+}
+
+/// Feeds `bytes` cut at `cuts`, as a driver does: what was not taken is offered again after
+/// draining events; after a piece marked `true` events are drained too. Returns every count
+/// taken and every event, in order.
+fn feed(
+    gw: &mut Gateway,
+    bytes: &[u8],
+    cuts: &[(prop::sample::Index, bool)],
+) -> std::vec::Vec<String> {
+    let mut trace = std::vec::Vec::new();
+    let mut ends: std::vec::Vec<(usize, bool)> = cuts
+        .iter()
+        .map(|(at, drain)| (at.index(bytes.len() + 1), *drain))
+        .collect();
+    ends.push((bytes.len(), true));
+    ends.sort_by_key(|e| e.0);
+    let mut from = 0;
+    for (end, drain) in ends {
+        let mut rest = &bytes[from..end.max(from)];
+        from = from.max(end);
+        for _ in 0..1000 {
+            let took = gw.eng.handle_bytes(gw.now, rest);
+            // How far input handling got: events waiting, bytes held back.
+            trace.push(format!(
+                "took {took}, {} events, {} bytes buffered",
+                gw.eng.events.len(),
+                gw.eng.deframer.buffered()
+            ));
+            rest = &rest[took..];
+            if drain || !rest.is_empty() {
+                while let Some(e) = gw.eng.poll_event() {
+                    trace.push(format!("{e:?}"));
+                }
+                gw.tick();
+            }
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+    trace.push(format!("{:?}", gw.eng.stats()));
+    trace
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -1472,5 +1580,21 @@ proptest! {
         }
         prop_assert_eq!(taken, bytes.len());
         gw.run_for(100_000);
+    }
+
+    #[test]
+    fn frames_decoded_in_place_behave_exactly_as_frames_copied_through_the_deframer(
+        pieces in proptest::collection::vec(piece(), 0..200),
+        cuts in proptest::collection::vec((any::<prop::sample::Index>(), prop::bool::weighted(0.2)), 0..8),
+    ) {
+        let bytes = stream_of(&pieces);
+        let mut fast = Gateway::ready(config(), &[GRP]);
+        let mut copied = Gateway::ready(config(), &[GRP]);
+        copied.eng.copy_frames = true;
+        let a = feed(&mut fast, &bytes, &cuts);
+        let b = feed(&mut copied, &bytes, &cuts);
+        prop_assert_eq!(a, b);
+        let grp = fast.grp();
+        prop_assert_eq!(fast.ids(grp), copied.ids(grp));
     }
 }
