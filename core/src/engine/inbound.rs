@@ -499,7 +499,23 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
 
     /// Hands the application every message that became contiguous in one topic, in seq order,
     /// as far as the event queue has room.
+    #[inline]
     pub(super) fn pump(&mut self, topic: TopicKey) {
+        // The common case after every message: nothing new is contiguous and there is room,
+        // so the pump would stop at once without doing anything.
+        if self.events.len() + 2 < self.events.capacity()
+            && self
+                .topics
+                .get(usize::from(topic))
+                .is_some_and(|t| t.emitted >= t.recv.mark())
+        {
+            return;
+        }
+        self.pump_released(topic);
+    }
+
+    /// [`Self::pump`], the loop.
+    fn pump_released(&mut self, topic: TopicKey) {
         let mut added = false;
         loop {
             if self.events.len() + 2 >= self.events.capacity() {
