@@ -158,6 +158,9 @@ struct Entry {
     tries: u32,
     queued_at: Instant,
     slot: Slot,
+    /// The id's bucket in `ids_seen` (`u32::MAX`: none), kept so that a removal need not
+    /// hash the id again.
+    id_bucket: u32,
 }
 
 impl Entry {
@@ -275,10 +278,11 @@ impl<const N: usize> Outbox<N> {
             tries: 0,
             queued_at: now,
             slot: Slot::Waiting,
+            id_bucket: i.and_then(|i| u32::try_from(i).ok()).unwrap_or(u32::MAX),
         };
         self.queue.push_back(entry).map_err(|_| OutboxError::Full)?;
         self.queued_floor = self.queued_floor.min(now);
-        self.count_seen(req, &id, true);
+        self.count_seen(r, i, true);
         Ok(())
     }
 
@@ -293,8 +297,7 @@ impl<const N: usize> Outbox<N> {
     }
 
     /// Counts a queued entry in (or out of) its buckets.
-    fn count_seen(&mut self, req: u32, id: &MsgId, queued: bool) {
-        let (r, i) = Self::buckets(req, id);
+    fn count_seen(&mut self, r: Option<usize>, i: Option<usize>, queued: bool) {
         for (seen, b) in [(&mut self.reqs_seen, r), (&mut self.ids_seen, i)] {
             if let Some(n) = b.and_then(|b| seen.as_flattened_mut().get_mut(b)) {
                 // A bucket that ever reached the top stays there: it always says "scan".
@@ -539,7 +542,13 @@ impl<const N: usize> Outbox<N> {
             Slot::ResendPending => self.resend_pending = self.resend_pending.saturating_sub(1),
             Slot::Waiting => {}
         }
-        self.count_seen(e.req, &e.id, false);
+        let req_bucket = usize::try_from(e.req)
+            .ok()
+            .and_then(|r| r.checked_rem(4 * N));
+        let id_bucket = usize::try_from(e.id_bucket)
+            .ok()
+            .filter(|_| e.id_bucket != u32::MAX);
+        self.count_seen(req_bucket, id_bucket, false);
         if i < self.started {
             self.started -= 1;
         }
