@@ -499,7 +499,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
 
     /// Hands the application every message that became contiguous in one topic, in seq order,
     /// as far as the event queue has room.
-    #[inline]
+    #[cfg_attr(not(feature = "small"), inline(always))]
     pub(super) fn pump(&mut self, topic: TopicKey) {
         // The common case after every message: nothing new is contiguous and there is room,
         // so the pump would stop at once without doing anything.
