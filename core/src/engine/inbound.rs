@@ -3,7 +3,7 @@
 use crate::frame::{FrameError, decode_frame};
 use crate::id::MsgId;
 use crate::order::Arrival;
-use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, TopicKey};
+use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, Slot, TopicKey};
 use crate::proto::{
     Code, Ctrl, CtrlParams, Data, Info, Meta, MetaItem, NoteWhat, Pres, PresWhat, ServerPacket,
     decode_server,
@@ -136,7 +136,9 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 && let Some(id) = self.outbox.on_ack(c.id)
             {
                 self.stats.acked += 1;
-                self.confirm_own(&id, seq, Some(ts));
+                if let Some(slot) = self.find_pub(c.id, &id) {
+                    self.confirm_own(slot, &id, seq, Some(ts));
+                }
             }
         } else if c.code.is_client_error()
             && c.code != Code::RATE_LIMITED
@@ -285,10 +287,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     /// The seq is recorded as held at once where the receive window allows, so the push of the
     /// same message is a duplicate; beyond the window, the push is recognised by the engine's
     /// id tag even after the pool evicted the message.
-    fn confirm_own(&mut self, id: &MsgId, seq: u64, ts: Option<u64>) {
-        let Some(slot) = self.pool.find_id(id) else {
-            return;
-        };
+    fn confirm_own(&mut self, slot: Slot, id: &MsgId, seq: u64, ts: Option<u64>) {
         let Some(entry) = self.pool.get(slot) else {
             return;
         };
@@ -343,7 +342,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             if awaiting {
                 // The first copy of it: confirming records the seq, nothing is a duplicate.
                 self.outbox.cancel(&d.msg_id);
-                self.confirm_own(&d.msg_id, d.seq, Some(d.ts));
+                self.confirm_own(slot, &d.msg_id, d.seq, Some(d.ts));
                 self.schedule_pull(now, topic);
             } else {
                 self.record_arrival(now, topic, d.seq);

@@ -731,6 +731,44 @@ fn a_message_published_while_later_seqs_wait_above_a_hole_sorts_after_them() {
     );
 }
 
+#[test]
+fn pubs_whose_request_ids_are_a_whole_outbox_apart_are_both_confirmed() {
+    let mut gw = Gateway::ready(config(), &[GRP]);
+    let grp = gw.grp();
+    let first = gw.eng.publish(gw.now, GRP, Head::default(), b"1").unwrap();
+    gw.drain();
+    let [(r1, _)] = pubs(&gw.take_out())[..] else {
+        panic!("one pub");
+    };
+    // Requests in between: the next pub's request id is the first's plus the outbox size.
+    for _ in 0..15 {
+        let req = gw.eng.check_digest(grp, 1).unwrap();
+        gw.drain();
+        gw.send(ctrl(req, Code::NOT_FOUND, CtrlParams::None));
+    }
+    let second = gw.eng.publish(gw.now, GRP, Head::default(), b"2").unwrap();
+    gw.drain();
+    let [(r2, _)] = pubs(&gw.take_out())[..] else {
+        panic!("one pub");
+    };
+    assert_eq!(r2 - r1, 16, "the same place in a table of 16");
+    for (req, seq) in [(r2, 1), (r1, 2)] {
+        gw.send(ctrl(
+            req,
+            Code::ACCEPTED,
+            CtrlParams::Pub {
+                seq,
+                ts: seq,
+                dup: false,
+            },
+        ));
+    }
+    gw.drain();
+    assert_eq!(gw.eng.message(&second).unwrap().seq(), Some(1));
+    assert_eq!(gw.eng.message(&first).unwrap().seq(), Some(2));
+    assert_eq!(gw.ids(grp), [second, first]);
+}
+
 // ----- 4. retransmission and reconnect -----------------------------------------------------
 
 #[test]
