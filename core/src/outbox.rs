@@ -36,6 +36,9 @@ use heapless::Deque;
 use crate::id::MsgId;
 use crate::time::{Duration, Instant};
 
+/// Buckets of message ids per entry of an outbox's capacity (see `Outbox::ids_seen`).
+const ID_BUCKETS: usize = 16;
+
 /// Tuning of an [`Outbox`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -158,6 +161,9 @@ struct Entry {
     tries: u32,
     queued_at: Instant,
     slot: Slot,
+    /// The id's bucket in `ids_seen` (`u32::MAX`: none), kept so that a removal need not
+    /// hash the id again.
+    id_bucket: u32,
 }
 
 impl Entry {
@@ -198,11 +204,12 @@ pub struct Outbox<const N: usize> {
     deadline_floor: Instant,
     /// No entry was queued earlier than this.
     queued_floor: Instant,
-    /// Queued entries per bucket of request ids and of message-id hashes (4 buckets per entry
-    /// of capacity): a push whose two buckets are empty cannot be a duplicate and skips the
-    /// duplicate scan.
+    /// Queued entries per bucket of request ids and of message-id hashes (4 and
+    /// [`ID_BUCKETS`] buckets per entry of capacity): a push whose two buckets are empty cannot
+    /// be a duplicate and skips the duplicate scan. Request ids are mostly consecutive and
+    /// rarely share a bucket; ids are random, and get more buckets so that they rarely do.
     reqs_seen: [[u16; 4]; N],
-    ids_seen: [[u16; 4]; N],
+    ids_seen: [[u16; ID_BUCKETS]; N],
     /// Tests compare the fast path against the scan by turning it off.
     #[cfg(test)]
     scan_only: bool,
@@ -226,7 +233,7 @@ impl<const N: usize> Outbox<N> {
             deadline_floor: Instant::NEVER,
             queued_floor: Instant::NEVER,
             reqs_seen: [[0; 4]; N],
-            ids_seen: [[0; 4]; N],
+            ids_seen: [[0; ID_BUCKETS]; N],
             #[cfg(test)]
             scan_only: false,
         }
@@ -258,10 +265,9 @@ impl<const N: usize> Outbox<N> {
     /// Queue a message (state: waiting to be sent). `now` starts its give-up deadline.
     pub fn push(&mut self, now: Instant, req: u32, id: MsgId) -> Result<(), OutboxError> {
         let (r, i) = Self::buckets(req, &id);
-        let maybe = |seen: &[[u16; 4]; N], b: Option<usize>| {
-            b.is_none_or(|b| seen.as_flattened().get(b).is_some_and(|&n| n > 0))
-        };
-        if maybe(&self.reqs_seen, r) || maybe(&self.ids_seen, i) {
+        let maybe =
+            |seen: &[u16], b: Option<usize>| b.is_none_or(|b| seen.get(b).is_some_and(|&n| n > 0));
+        if maybe(self.reqs_seen.as_flattened(), r) || maybe(self.ids_seen.as_flattened(), i) {
             // Over the deque's two slices: plain slice loops, no ring-index arithmetic.
             let same = |e: &Entry| e.req == req || e.id == id;
             let (front, back) = self.queue.as_slices();
@@ -275,28 +281,30 @@ impl<const N: usize> Outbox<N> {
             tries: 0,
             queued_at: now,
             slot: Slot::Waiting,
+            id_bucket: i.and_then(|i| u32::try_from(i).ok()).unwrap_or(u32::MAX),
         };
         self.queue.push_back(entry).map_err(|_| OutboxError::Full)?;
         self.queued_floor = self.queued_floor.min(now);
-        self.count_seen(req, &id, true);
+        self.count_seen(r, i, true);
         Ok(())
     }
 
     /// The buckets of a request id and a message id (None only for a zero capacity).
     fn buckets(req: u32, id: &MsgId) -> (Option<usize>, Option<usize>) {
-        let len = 4 * N;
-        let r = usize::try_from(req).ok().and_then(|r| r.checked_rem(len));
+        let r = usize::try_from(req).ok().and_then(|r| r.checked_rem(4 * N));
         // The id's random bits sit low in hash64; a multiply carries them to the high half.
         let h = id.hash64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-        let i = h.checked_rem(len as u64).map(|i| i as usize);
+        let i = h.checked_rem((ID_BUCKETS * N) as u64).map(|i| i as usize);
         (r, i)
     }
 
     /// Counts a queued entry in (or out of) its buckets.
-    fn count_seen(&mut self, req: u32, id: &MsgId, queued: bool) {
-        let (r, i) = Self::buckets(req, id);
-        for (seen, b) in [(&mut self.reqs_seen, r), (&mut self.ids_seen, i)] {
-            if let Some(n) = b.and_then(|b| seen.as_flattened_mut().get_mut(b)) {
+    fn count_seen(&mut self, r: Option<usize>, i: Option<usize>, queued: bool) {
+        for (seen, b) in [
+            (self.reqs_seen.as_flattened_mut(), r),
+            (self.ids_seen.as_flattened_mut(), i),
+        ] {
+            if let Some(n) = b.and_then(|b| seen.get_mut(b)) {
                 // A bucket that ever reached the top stays there: it always says "scan".
                 if *n != u16::MAX {
                     *n = if queued { *n + 1 } else { n.saturating_sub(1) };
@@ -539,7 +547,13 @@ impl<const N: usize> Outbox<N> {
             Slot::ResendPending => self.resend_pending = self.resend_pending.saturating_sub(1),
             Slot::Waiting => {}
         }
-        self.count_seen(e.req, &e.id, false);
+        let req_bucket = usize::try_from(e.req)
+            .ok()
+            .and_then(|r| r.checked_rem(4 * N));
+        let id_bucket = usize::try_from(e.id_bucket)
+            .ok()
+            .filter(|_| e.id_bucket != u32::MAX);
+        self.count_seen(req_bucket, id_bucket, false);
         if i < self.started {
             self.started -= 1;
         }

@@ -1,8 +1,9 @@
 //! Inbound half of the engine: frames from the gateway become state changes and events.
 
+use crate::frame::{FrameError, decode_frame};
 use crate::id::MsgId;
 use crate::order::Arrival;
-use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, TopicKey};
+use crate::pool::{FailReason, Inserted, MessageState, OrderKey, PoolError, Slot, TopicKey};
 use crate::proto::{
     Code, Ctrl, CtrlParams, Data, Info, Meta, MetaItem, NoteWhat, Pres, PresWhat, ServerPacket,
     decode_server,
@@ -59,6 +60,57 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
     }
 
+    /// What writing the next chunk of `bytes` into the deframer and running
+    /// [`Self::process_frames`] would do, when the deframer is empty and the bytes it held
+    /// start at `bytes[at]`; but whole frames are decoded where they lie, not copied into the
+    /// deframer and out again. Returns the new count of bytes taken and whether it ran dry.
+    ///
+    /// It follows the chunks the deframer would take: each write takes as much as fits, i.e.
+    /// up to `F` bytes from the start of the first frame not yet complete. A frame that fails
+    /// a check, a full event queue or the end of the input hand the rest of the current chunk
+    /// to the deframer and to [`Self::process_frames`], as if it had all been written there.
+    pub(super) fn frames_in_place(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        mut at: usize,
+    ) -> (usize, bool) {
+        let max_body = self.deframer.max_body();
+        let chunk_end = |at: usize| bytes.len().min(at.saturating_add(F));
+        let mut end = chunk_end(at);
+        loop {
+            if self.events.capacity() - self.events.len() <= EVENT_SLACK {
+                break;
+            }
+            let (body, len) = match decode_frame(&bytes[at..end], max_body) {
+                Ok(frame) => frame,
+                // The deframer would have run dry here and been given the next chunk.
+                Err(FrameError::Incomplete { .. }) if chunk_end(at) > end => {
+                    end = chunk_end(at);
+                    continue;
+                }
+                Err(_) => break,
+            };
+            at += len;
+            self.input_stalled = false;
+            self.stats.frames_in += 1;
+            if body.is_empty() {
+                continue; // keepalive answer; liveness already noted
+            }
+            match decode_server(body) {
+                Ok(packet) => self.handle_packet(now, packet),
+                Err(_) => self.stats.bad_input += 1,
+            }
+            if !self.is_connected() {
+                self.deframer.write(&bytes[at..end]);
+                return (end, true);
+            }
+        }
+        // The rest of the chunk fits: the deframer is empty and a chunk is at most F bytes.
+        self.deframer.write(&bytes[at..end]);
+        (end, self.process_frames(now))
+    }
+
     fn handle_packet(&mut self, now: Instant, packet: ServerPacket<'_>) {
         match packet {
             ServerPacket::Ctrl(c) => self.on_ctrl(now, c),
@@ -84,7 +136,9 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 && let Some(id) = self.outbox.on_ack(c.id)
             {
                 self.stats.acked += 1;
-                self.confirm_own(&id, seq, Some(ts));
+                if let Some(slot) = self.find_pub(c.id, &id) {
+                    self.confirm_own(slot, &id, seq, Some(ts));
+                }
             }
         } else if c.code.is_client_error()
             && c.code != Code::RATE_LIMITED
@@ -233,10 +287,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     /// The seq is recorded as held at once where the receive window allows, so the push of the
     /// same message is a duplicate; beyond the window, the push is recognised by the engine's
     /// id tag even after the pool evicted the message.
-    fn confirm_own(&mut self, id: &MsgId, seq: u64, ts: Option<u64>) {
-        let Some(slot) = self.pool.find_id(id) else {
-            return;
-        };
+    fn confirm_own(&mut self, slot: Slot, id: &MsgId, seq: u64, ts: Option<u64>) {
         let Some(entry) = self.pool.get(slot) else {
             return;
         };
@@ -253,9 +304,19 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let Some(t) = self.topics.get_mut(usize::from(topic)) else {
             return;
         };
+        t.stored_max = t.stored_max.max(seq);
         t.latest = t.latest.max(seq);
         // Held from now on: the push of the same message will be a duplicate.
         t.recv.on_seq(seq);
+        // If it is the next to emit, the pump would find it in the pool, shown already, and
+        // only step over it: step over it here, without the lookup (and only where the pump
+        // would have had event room to get that far).
+        if self.events.len() + 2 < self.events.capacity()
+            && t.emitted < t.recv.mark()
+            && t.emitted + 1 == seq
+        {
+            t.emitted = seq;
+        }
         let state = MessageState::Sent;
         self.push_event(Event::MessageChanged {
             topic,
@@ -281,7 +342,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             if awaiting {
                 // The first copy of it: confirming records the seq, nothing is a duplicate.
                 self.outbox.cancel(&d.msg_id);
-                self.confirm_own(&d.msg_id, d.seq, Some(d.ts));
+                self.confirm_own(slot, &d.msg_id, d.seq, Some(d.ts));
                 self.schedule_pull(now, topic);
             } else {
                 self.record_arrival(now, topic, d.seq);
@@ -316,6 +377,12 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             self.schedule_pull(now, topic);
             return;
         }
+        // The next message to show, with nothing waiting before it and room for its event:
+        // shown at once, entering the pool in its final state, rather than entering as
+        // arriving and being found again by seq when the pump releases it.
+        let show_now = in_order
+            && t.emitted == t.recv.mark()
+            && self.events.len() + 2 < self.events.capacity();
         let wanted = self.cfg.filter.is_none_or(|f| f(d));
         if wanted {
             if d.content.len() > C {
@@ -323,15 +390,22 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                 return;
             }
             let key = OrderKey::stored(d.seq);
-            if self
-                .insert_body(d, topic, key, MessageState::Arriving)
-                .is_err()
-            {
+            let outgoing = self.is_own(d);
+            let state = match (show_now, outgoing) {
+                (false, _) => MessageState::Arriving,
+                (true, true) => MessageState::Sent,
+                (true, false) => MessageState::Received,
+            };
+            if self.insert_body(d, topic, key, state, outgoing).is_err() {
                 // No room: not recorded, so it will be pushed or pulled again.
                 self.stats.no_room += 1;
                 return;
             }
-            self.arriving += 1;
+            if show_now {
+                self.show_next(topic, d.msg_id, d.seq);
+            } else {
+                self.arriving += 1;
+            }
         } else {
             self.stats.filtered += 1;
         }
@@ -372,8 +446,9 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             return;
         }
         let key = OrderKey::stored(d.seq);
+        let outgoing = self.is_own(d);
         if self
-            .insert_body(d, topic, key, MessageState::Received)
+            .insert_body(d, topic, key, MessageState::Received, outgoing)
             .is_ok()
         {
             self.push_event(Event::MessageAdded {
@@ -385,16 +460,26 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
     }
 
+    /// Sent by this user (from this or another of the user's devices).
+    fn is_own(&self, d: &Data<'_>) -> bool {
+        !self.user.is_empty() && d.from == self.user.as_str()
+    }
+
     /// Puts a received message into the pool, its body written in place (content already
-    /// checked to fit).
+    /// checked to fit); `outgoing` is [`Self::is_own`].
     fn insert_body(
         &mut self,
         d: &Data<'_>,
         topic: TopicKey,
         key: OrderKey,
         state: MessageState,
+        outgoing: bool,
     ) -> Result<Inserted, PoolError> {
-        let outgoing = !self.user.is_empty() && d.from == self.user.as_str();
+        if key.is_stored()
+            && let Some(t) = self.topics.get_mut(usize::from(topic))
+        {
+            t.stored_max = t.stored_max.max(key.seq);
+        }
         let inserted = self.pool.insert_with(d.msg_id, topic, key, state, |body| {
             body.refill(
                 d.from,
@@ -413,7 +498,23 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
 
     /// Hands the application every message that became contiguous in one topic, in seq order,
     /// as far as the event queue has room.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     pub(super) fn pump(&mut self, topic: TopicKey) {
+        // The common case after every message: nothing new is contiguous and there is room,
+        // so the pump would stop at once without doing anything.
+        if self.events.len() + 2 < self.events.capacity()
+            && self
+                .topics
+                .get(usize::from(topic))
+                .is_some_and(|t| t.emitted >= t.recv.mark())
+        {
+            return;
+        }
+        self.pump_released(topic);
+    }
+
+    /// [`Self::pump`], the loop.
+    fn pump_released(&mut self, topic: TopicKey) {
         let mut added = false;
         loop {
             if self.events.len() + 2 >= self.events.capacity() {
@@ -459,6 +560,24 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         if added {
             self.update_unread(topic);
         }
+    }
+
+    /// Shows the message at `seq`, the next to emit, as the pump shows a released one (the
+    /// caller checked the event room and put it into the pool in its final state).
+    fn show_next(&mut self, topic: TopicKey, id: MsgId, seq: u64) {
+        let Some(t) = self.topics.get_mut(usize::from(topic)) else {
+            return;
+        };
+        t.emitted = seq;
+        t.queued_events = t.queued_events.saturating_add(1);
+        self.stats.received += 1;
+        self.push_event(Event::MessageAdded {
+            topic,
+            id,
+            seq: Some(seq),
+            history: false,
+        });
+        self.update_unread(topic);
     }
 
     /// Resumes emission in every topic (after the application drained events), as long as

@@ -49,7 +49,7 @@ use crate::id::MsgId;
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::order::SeqRange;
 use crate::outbox::{Outbox, OutboxError};
-use crate::pool::{FailReason, MessageState, OrderKey, Pool, TopicKey};
+use crate::pool::{FailReason, MessageState, OrderKey, Pool, Slot, TopicKey};
 use crate::proto::{AgentStatus, Code, GetWhat, Head, NoteWhat, ReqId, check_topic};
 use crate::rng::{Rng, SplitMix64};
 use crate::time::{Instant, earliest};
@@ -266,6 +266,13 @@ pub struct Engine<const N: usize, const C: usize, const T: usize, const O: usize
     last_now: Instant,
     user: Label,
     stats: EngineStats,
+    /// Where the pool holds the message of a recent `pub`, by request id modulo `O`: a hint,
+    /// checked against the pool before use (a stale or overwritten one costs a lookup by id).
+    #[cfg(not(feature = "small"))]
+    pub_slots: [Option<(ReqId, Slot)>; O],
+    /// Tests compare decoding frames in place against the deframer alone by turning it off.
+    #[cfg(test)]
+    copy_frames: bool,
 }
 
 impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: usize>
@@ -303,6 +310,10 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             last_now: now,
             user: Label::new(),
             stats: EngineStats::default(),
+            #[cfg(not(feature = "small"))]
+            pub_slots: [None; O],
+            #[cfg(test)]
+            copy_frames: false,
         }
     }
 
@@ -449,8 +460,18 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         }
         let mut taken = 0;
         loop {
-            taken += self.deframer.write(&bytes[taken..]);
-            if !self.process_frames(now) || taken == bytes.len() {
+            let held = self.deframer.buffered();
+            let ran_dry = if held <= taken && !self.copy_frames() {
+                // All the deframer holds came from `bytes`: go on from there in place.
+                self.deframer.reset();
+                let (took, ran_dry) = self.frames_in_place(now, bytes, taken - held);
+                taken = took;
+                ran_dry
+            } else {
+                taken += self.deframer.write(&bytes[taken..]);
+                self.process_frames(now)
+            };
+            if !ran_dry || taken == bytes.len() {
                 break;
             }
         }
@@ -561,7 +582,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             })
             .map_err(|_| EngineError::PoolFull)?;
         let _ = self.pool.set_mark(inserted.slot, true); // own: not unread
-        if let Err(e) = self.enqueue_send(now, id) {
+        if let Err(e) = self.enqueue_send(now, id, inserted.slot) {
             if let Some(slot) = self.pool.find_id(&id) {
                 self.pool.remove(slot);
             }
@@ -592,7 +613,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         self.pool
             .requeue(slot, key, MessageState::Queued)
             .map_err(|_| EngineError::PoolFull)?;
-        if let Err(e) = self.enqueue_send(now, *id) {
+        if let Err(e) = self.enqueue_send(now, *id, slot) {
             if let Some(slot) = self.pool.find_id(id) {
                 let _ = self
                     .pool
@@ -804,6 +825,15 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
 
     // ----- internals -----------------------------------------------------------------------
 
+    /// Every frame goes through the deframer (tests only: the reference for frames decoded
+    /// in place).
+    fn copy_frames(&self) -> bool {
+        #[cfg(test)]
+        return self.copy_frames;
+        #[cfg(not(test))]
+        false
+    }
+
     fn advance(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
     }
@@ -875,19 +905,51 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
 
     /// A virtual position after the last message the user has seen in the topic.
     fn pending_key(&mut self, topic: TopicKey) -> OrderKey {
-        let last = self.pool.last_seq(topic);
         match self.topics.get_mut(usize::from(topic)) {
-            Some(t) => OrderKey::pending(last.max(t.emitted), t.next_local()),
-            None => OrderKey::pending(last, 1),
+            // Nothing stored above what was emitted: the pool's last seq is at most `emitted`.
+            Some(t) if t.stored_max <= t.emitted => OrderKey::pending(t.emitted, t.next_local()),
+            Some(t) => {
+                let last = self.pool.last_seq(topic);
+                OrderKey::pending(last.max(t.emitted), t.next_local())
+            }
+            None => OrderKey::pending(self.pool.last_seq(topic), 1),
         }
     }
 
-    fn enqueue_send(&mut self, now: Instant, id: MsgId) -> Result<(), EngineError> {
+    /// Queues the message `id`, held in the pool at `slot`, for sending.
+    fn enqueue_send(&mut self, now: Instant, id: MsgId, slot: Slot) -> Result<(), EngineError> {
         let req = self.alloc_req();
         self.outbox.push(now, req, id).map_err(|e| match e {
             OutboxError::Full => EngineError::OutboxFull,
             _ => EngineError::Busy,
-        })
+        })?;
+        #[cfg(not(feature = "small"))]
+        if let Some(hint) = (req as usize)
+            .checked_rem(O)
+            .and_then(|i| self.pub_slots.get_mut(i))
+        {
+            *hint = Some((req, slot));
+        }
+        #[cfg(feature = "small")]
+        let _ = slot;
+        Ok(())
+    }
+
+    /// The pool slot of the message `id` sent with request `req`: from the hint kept when it
+    /// was queued if that still holds it, else by id.
+    fn find_pub(&self, req: ReqId, id: &MsgId) -> Option<Slot> {
+        #[cfg(not(feature = "small"))]
+        if let Some(Some((r, slot))) = (req as usize)
+            .checked_rem(O)
+            .and_then(|i| self.pub_slots.get(i))
+            && *r == req
+            && self.pool.get(*slot).is_some_and(|e| e.id == *id)
+        {
+            return Some(*slot);
+        }
+        #[cfg(feature = "small")]
+        let _ = req;
+        self.pool.find_id(id)
     }
 
     fn went_offline(&mut self, now: Instant, was_connected: bool) {

@@ -269,7 +269,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     fn send_pub(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         loop {
             let order = self.outbox.poll_send(now, &self.cfg.outbox)?;
-            let Some(slot) = self.pool.find_id(&order.id) else {
+            let Some(slot) = self.find_pub(order.req, &order.id) else {
                 self.outbox.cancel(&order.id);
                 continue;
             };

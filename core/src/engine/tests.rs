@@ -693,6 +693,82 @@ fn the_echo_of_an_own_message_counts_as_one_duplicate() {
     );
 }
 
+#[test]
+fn a_message_published_while_later_seqs_wait_above_a_hole_sorts_after_them() {
+    let mut gw = Gateway::ready(config(), &[GRP]);
+    let grp = gw.grp();
+    gw.push(1);
+    // Seq 3 waits for seq 2: not shown, but held in the pool.
+    gw.push(3);
+    assert_eq!(added(&gw.take_events()), [1]);
+    let first = gw.eng.publish(gw.now, GRP, Head::default(), b"a").unwrap();
+    assert_eq!(
+        gw.eng.message(&first).unwrap().key.seq,
+        3,
+        "after the held seq 3, not after the shown seq 1"
+    );
+    gw.drain();
+    let [(req, _)] = pubs(&gw.take_out())[..] else {
+        panic!("one pub");
+    };
+    // Ours is stored at 5, above the hole too.
+    gw.send(ctrl(
+        req,
+        Code::ACCEPTED,
+        CtrlParams::Pub {
+            seq: 5,
+            ts: 5,
+            dup: false,
+        },
+    ));
+    gw.drain();
+    let second = gw.eng.publish(gw.now, GRP, Head::default(), b"b").unwrap();
+    assert_eq!(gw.eng.message(&second).unwrap().key.seq, 5);
+    gw.push(2);
+    assert_eq!(
+        gw.ids(grp),
+        [peer_id(1), peer_id(2), peer_id(3), first, second]
+    );
+}
+
+#[test]
+fn pubs_whose_request_ids_are_a_whole_outbox_apart_are_both_confirmed() {
+    let mut gw = Gateway::ready(config(), &[GRP]);
+    let grp = gw.grp();
+    let first = gw.eng.publish(gw.now, GRP, Head::default(), b"1").unwrap();
+    gw.drain();
+    let [(r1, _)] = pubs(&gw.take_out())[..] else {
+        panic!("one pub");
+    };
+    // Requests in between: the next pub's request id is the first's plus the outbox size.
+    for _ in 0..15 {
+        let req = gw.eng.check_digest(grp, 1).unwrap();
+        gw.drain();
+        gw.send(ctrl(req, Code::NOT_FOUND, CtrlParams::None));
+    }
+    let second = gw.eng.publish(gw.now, GRP, Head::default(), b"2").unwrap();
+    gw.drain();
+    let [(r2, _)] = pubs(&gw.take_out())[..] else {
+        panic!("one pub");
+    };
+    assert_eq!(r2 - r1, 16, "the same place in a table of 16");
+    for (req, seq) in [(r2, 1), (r1, 2)] {
+        gw.send(ctrl(
+            req,
+            Code::ACCEPTED,
+            CtrlParams::Pub {
+                seq,
+                ts: seq,
+                dup: false,
+            },
+        ));
+    }
+    gw.drain();
+    assert_eq!(gw.eng.message(&second).unwrap().seq(), Some(1));
+    assert_eq!(gw.eng.message(&first).unwrap().seq(), Some(2));
+    assert_eq!(gw.ids(grp), [second, first]);
+}
+
 // ----- 4. retransmission and reconnect -----------------------------------------------------
 
 #[test]
@@ -837,6 +913,44 @@ fn pushes_out_of_order_are_shown_in_seq_order_and_a_duplicate_is_not_shown_again
     assert_eq!(added(&gw.events), [1, 2, 3], "duplicates are not shown");
     assert!(gw.eng.stats().duplicates >= dups + 3);
     assert_eq!(gw.ids(grp), [peer_id(1), peer_id(2), peer_id(3)]);
+}
+
+#[test]
+fn in_order_pushes_beyond_the_pool_evict_the_oldest_and_still_leave_room_for_held_ones() {
+    let mut gw = Gateway::ready(config(), &[GRP]);
+    let grp = gw.grp();
+    // Pushed in order, each shown as it arrives: more than the pool holds.
+    for seq in 1..=100 {
+        gw.push(seq);
+    }
+    // One of ours, sent from another device, arrives in order too.
+    gw.send(data(101, peer_id(101), ME, "", b"mine"));
+    gw.drain();
+    assert_eq!(
+        added(&gw.take_events()),
+        (1..=101).collect::<std::vec::Vec<_>>()
+    );
+    assert!(
+        gw.eng.message(&peer_id(1)).is_none(),
+        "the oldest were evicted"
+    );
+    let m = gw.eng.message(&peer_id(100)).unwrap();
+    assert_eq!((m.state, m.outgoing), (MessageState::Received, false));
+    let m = gw.eng.message(&peer_id(101)).unwrap();
+    assert_eq!((m.state, m.outgoing), (MessageState::Sent, true));
+    assert_eq!(gw.eng.unread(grp), 100, "own messages are not unread");
+
+    // Held above a hole, still let in: nothing counts as arriving any more.
+    for seq in 103..=140 {
+        gw.push(seq);
+    }
+    assert!(added(&gw.take_events()).is_empty());
+    assert_eq!(gw.eng.stats().no_room, 0);
+    gw.push(102);
+    assert_eq!(
+        added(&gw.take_events()),
+        (102..=140).collect::<std::vec::Vec<_>>()
+    );
 }
 
 #[test]
@@ -1352,6 +1466,114 @@ fn pushes() -> impl Strategy<Value = (u64, std::vec::Vec<u64>)> {
     })
 }
 
+/// One piece of a byte stream from the gateway.
+#[derive(Clone, Debug)]
+enum Piece {
+    /// A push of `seq` with `len` bytes of content.
+    Push { seq: u64, len: usize },
+    /// A presence notice (an event that is not a message).
+    Presence,
+    /// An empty frame (the answer to a ping).
+    Keepalive,
+    /// A push with one byte changed at `at`.
+    Corrupt { seq: u64, at: prop::sample::Index },
+    /// Bytes that are no frame.
+    Garbage(std::vec::Vec<u8>),
+}
+
+fn piece() -> impl Strategy<Value = Piece> {
+    prop_oneof![
+        6 => (1u64..=80, 0usize..=250).prop_map(|(seq, len)| Piece::Push { seq, len }),
+        4 => Just(Piece::Presence),
+        1 => Just(Piece::Keepalive),
+        1 => (1u64..=80, any::<prop::sample::Index>()).prop_map(|(seq, at)| Piece::Corrupt { seq, at }),
+        1 => proptest::collection::vec(any::<u8>(), 1..20).prop_map(Piece::Garbage),
+    ]
+}
+
+fn stream_of(pieces: &[Piece]) -> std::vec::Vec<u8> {
+    let mut out = std::vec::Vec::new();
+    let mut buf = [0u8; BUF];
+    for p in pieces {
+        let packet_bytes = |p: ServerPacket<'_>, buf: &mut [u8; BUF]| {
+            let n = encode_server(&p, buf).unwrap();
+            buf[..n].to_vec()
+        };
+        let content = [b'c'; 250];
+        match p {
+            Piece::Push { seq, len } => {
+                out.extend(packet_bytes(
+                    data(*seq, peer_id(*seq), PEER, "", &content[..*len]),
+                    &mut buf,
+                ));
+            }
+            Piece::Presence => out.extend(packet_bytes(
+                ServerPacket::Pres(Pres {
+                    topic: GRP,
+                    src: PEER,
+                    what: PresWhat::On,
+                }),
+                &mut buf,
+            )),
+            Piece::Keepalive => {
+                let n = encode_frame(&[], &mut buf).unwrap();
+                out.extend_from_slice(&buf[..n]);
+            }
+            Piece::Corrupt { seq, at } => {
+                let mut f = packet_bytes(data(*seq, peer_id(*seq), PEER, "", b"x"), &mut buf);
+                let i = at.index(f.len());
+                f[i] ^= 0x5A;
+                out.extend(f);
+            }
+            Piece::Garbage(g) => out.extend_from_slice(g),
+        }
+    }
+    out
+}
+
+/// Feeds `bytes` cut at `cuts`, as a driver does: what was not taken is offered again after
+/// draining events; after a piece marked `true` events are drained too. Returns every count
+/// taken and every event, in order.
+fn feed(
+    gw: &mut Gateway,
+    bytes: &[u8],
+    cuts: &[(prop::sample::Index, bool)],
+) -> std::vec::Vec<String> {
+    let mut trace = std::vec::Vec::new();
+    let mut ends: std::vec::Vec<(usize, bool)> = cuts
+        .iter()
+        .map(|(at, drain)| (at.index(bytes.len() + 1), *drain))
+        .collect();
+    ends.push((bytes.len(), true));
+    ends.sort_by_key(|e| e.0);
+    let mut from = 0;
+    for (end, drain) in ends {
+        let mut rest = &bytes[from..end.max(from)];
+        from = from.max(end);
+        for _ in 0..1000 {
+            let took = gw.eng.handle_bytes(gw.now, rest);
+            // How far input handling got: events waiting, bytes held back.
+            trace.push(format!(
+                "took {took}, {} events, {} bytes buffered",
+                gw.eng.events.len(),
+                gw.eng.deframer.buffered()
+            ));
+            rest = &rest[took..];
+            if drain || !rest.is_empty() {
+                while let Some(e) = gw.eng.poll_event() {
+                    trace.push(format!("{e:?}"));
+                }
+                gw.tick();
+            }
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+    trace.push(format!("{:?}", gw.eng.stats()));
+    trace
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -1396,5 +1618,21 @@ proptest! {
         }
         prop_assert_eq!(taken, bytes.len());
         gw.run_for(100_000);
+    }
+
+    #[test]
+    fn frames_decoded_in_place_behave_exactly_as_frames_copied_through_the_deframer(
+        pieces in proptest::collection::vec(piece(), 0..200),
+        cuts in proptest::collection::vec((any::<prop::sample::Index>(), prop::bool::weighted(0.2)), 0..8),
+    ) {
+        let bytes = stream_of(&pieces);
+        let mut fast = Gateway::ready(config(), &[GRP]);
+        let mut copied = Gateway::ready(config(), &[GRP]);
+        copied.eng.copy_frames = true;
+        let a = feed(&mut fast, &bytes, &cuts);
+        let b = feed(&mut copied, &bytes, &cuts);
+        prop_assert_eq!(a, b);
+        let grp = fast.grp();
+        prop_assert_eq!(fast.ids(grp), copied.ids(grp));
     }
 }

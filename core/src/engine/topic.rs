@@ -82,6 +82,10 @@ pub struct Topic {
     /// Seqs of a history page the application asked for: only these may enter as history
     /// (anything else at or below the mark is a re-push of a message already shown).
     pub history: Option<SeqRange>,
+    /// No stored message of this topic was ever put into the pool above this seq (inserted
+    /// or confirmed there): while it is at most `emitted`, the pool holds nothing stored
+    /// above `emitted` and a new virtual position needs no look into the pool.
+    pub(super) stored_max: u64,
 }
 
 impl Topic {
@@ -104,6 +108,7 @@ impl Topic {
             pull: Pull::Idle,
             last_typing: None,
             history: None,
+            stored_max: 0,
         }
     }
 
