@@ -219,6 +219,8 @@ const EMPTY: u32 = u32::MAX;
 #[cfg_attr(not(feature = "small"), inline(always))]
 fn shift(cells: &mut [u32], src: core::ops::Range<usize>, dest: usize) {
     if src.start < src.end {
+        #[cfg(test)]
+        tests::SHIFTS.with(|n| n.set(n.get() + 1));
         cells.copy_within(src, dest);
     }
 }
@@ -943,19 +945,42 @@ impl<T, const N: usize> Pool<T, N> {
         if key.is_stored() {
             self.by_seq.insert(self.tags[i].1, index);
         }
-        let (lo, mut hi) = self.topic_bounds(topic, topic);
+        let (lo, hi) = self.topic_bounds(topic, topic);
         self.remember(topic, topic, (lo, hi));
-        if let Some(from) = self.position(index, lo) {
-            self.rekey_hint = from;
-            self.order_remove(from);
-            hi -= 1; // positions are relative to the window's live start, whichever side moved
-        }
         let k = sort_key(topic, key);
-        self.sort[i] = k;
         let flags = (self.flags[i] & MARK) | if key.is_stored() { STORED } else { 0 };
         self.set_flags(i, flags);
-        let to = self.insert_pos(topic, k, hi);
-        self.order_insert(to, order_entry(topic, index));
+        let o = order_entry(topic, index);
+        let Some(from) = self.position(index, lo) else {
+            self.sort[i] = k;
+            let to = self.insert_pos(topic, k, hi);
+            self.order_insert(to, o);
+            return;
+        };
+        self.rekey_hint = from;
+        // Where it goes, counted with it still at `from`: after every other key <= `k`. The
+        // others are sorted, so that is a bisection on the side of `from` the key moved to.
+        let old = self.sort_of(index);
+        let to = if k >= old {
+            // Usually the confirmed message becomes the newest of its topic, or stays last.
+            match hi.checked_sub(1).and_then(|p| self.live().get(p)) {
+                _ if hi == from + 1 => from,
+                Some(&last) if self.sort_of(order_slot(last)) <= k => hi,
+                _ => {
+                    let after = self.live().get(from + 1..hi).unwrap_or(&[]);
+                    from + 1 + after.partition_point(|&o| self.sort_of(order_slot(o)) <= k)
+                }
+            }
+        } else {
+            let before = self.live().get(lo..from).unwrap_or(&[]);
+            lo + before.partition_point(|&o| self.sort_of(order_slot(o)) <= k)
+        };
+        self.sort[i] = k;
+        // Between its neighbours already (the usual confirm of the oldest pending message
+        // when nothing was sent after it): nothing moves.
+        if to != from && to != from + 1 {
+            self.order_move(from, to);
+        }
     }
 
     /// Sets a slot's flags, keeping the counts of marked and of marked stored slots.
@@ -1182,6 +1207,25 @@ impl<T, const N: usize> Pool<T, N> {
         }
     }
 
+    /// Moves the entry at position `from` to position `to` (counted with it still at `from`)
+    /// in one shift of the entries between the two.
+    #[cfg_attr(not(feature = "small"), inline)]
+    fn order_move(&mut self, from: usize, to: usize) {
+        let (base, len) = (self.base, self.len);
+        if from >= len || to > len {
+            return;
+        }
+        let cells = self.order.as_flattened_mut();
+        let o = cells[base + from];
+        if from < to {
+            shift(cells, base + from + 1..base + to, base + from);
+            cells[base + to - 1] = o;
+        } else {
+            shift(cells, base + to..base + from, base + to + 1);
+            cells[base + to] = o;
+        }
+    }
+
     /// Appends to the eviction list (it became evictable now).
     fn lru_push(&mut self, index: u16) {
         let i = usize::from(index);
@@ -1222,6 +1266,18 @@ mod tests {
     }
 
     const RECV: MessageState = MessageState::Received;
+
+    std::thread_local! {
+        /// How many shifts of the sorted index (memmove calls) this test's thread made.
+        pub(super) static SHIFTS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    /// The shifts of the sorted index that `f` makes.
+    fn shifts_in(f: impl FnOnce()) -> usize {
+        let before = SHIFTS.with(|n| n.get());
+        f();
+        SHIFTS.with(|n| n.get()) - before
+    }
 
     /// (topic, seq, local) of a topic's messages in iteration order.
     fn keys<T, const N: usize>(pool: &Pool<T, N>, topic: TopicKey) -> Vec<(u64, u32)> {
@@ -1305,6 +1361,75 @@ mod tests {
         // A repeated confirm with the same seq is harmless.
         pool.confirm(mine, 4).unwrap();
         assert_eq!(pool.len(), 4);
+    }
+
+    #[test]
+    fn a_confirm_that_keeps_the_message_between_its_neighbours_moves_no_index_cell() {
+        let mut pool: Pool<(), 16> = Pool::new();
+        pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
+            .unwrap();
+        let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), MessageState::Sending, ());
+        let mine = mine.unwrap().slot;
+        pool.insert(id(3), 0, OrderKey::stored(3), RECV, ())
+            .unwrap();
+        for seq in 1..=2 {
+            pool.insert(id(10 + seq as u32), 1, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        assert_eq!(shifts_in(|| pool.confirm(mine, 2).unwrap()), 0);
+        assert_eq!(keys(&pool, 0), vec![(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(3)]);
+        assert_eq!(pool.find_seq(0, 2), Some(mine));
+        assert_eq!(keys(&pool, 1), vec![(1, 0), (2, 0)]);
+    }
+
+    #[test]
+    fn a_confirm_past_later_pending_messages_moves_them_in_one_shift() {
+        let mut pool: Pool<(), 16> = Pool::new();
+        pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
+            .unwrap();
+        let sending = MessageState::Sending;
+        let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), sending, ());
+        let mine = mine.unwrap().slot;
+        for n in 2..=3 {
+            pool.insert(id(n + 1), 0, OrderKey::pending(1, n), sending, ())
+                .unwrap();
+        }
+        for seq in 1..=3 {
+            pool.insert(id(10 + seq as u32), 1, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        assert_eq!(shifts_in(|| pool.confirm(mine, 2).unwrap()), 1);
+        assert_eq!(keys(&pool, 0), vec![(1, 0), (1, 2), (1, 3), (2, 0)]);
+        assert_eq!(ids(&pool, 0), vec![id(1), id(3), id(4), id(2)]);
+        assert_eq!(keys(&pool, 1), vec![(1, 0), (2, 0), (3, 0)]);
+        // The next one in line is found where the last one was, and goes last too.
+        let next = pool.find_id(&id(3)).unwrap();
+        pool.confirm(next, 3).unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(4), id(2), id(3)]);
+    }
+
+    #[test]
+    fn a_requeue_to_an_earlier_key_goes_after_the_equal_keys_before_it() {
+        let mut pool: Pool<(), 16> = Pool::new();
+        for seq in 1..=4 {
+            pool.insert(id(seq as u32), 0, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        let sending = MessageState::Sending;
+        pool.insert(id(5), 0, OrderKey::pending(2, 1), sending, ())
+            .unwrap();
+        let last = pool.find_id(&id(4)).unwrap();
+        pool.requeue(last, OrderKey::pending(2, 1), MessageState::Queued)
+            .unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(5), id(4), id(3)]);
+        assert!(pool.find_seq(0, 4).is_none());
+        // And back to a later key: after the equal one that now follows it.
+        pool.requeue(last, OrderKey::stored(3), MessageState::Sent)
+            .unwrap_err();
+        pool.requeue(last, OrderKey::stored(5), MessageState::Sent)
+            .unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(5), id(3), id(4)]);
     }
 
     #[test]
