@@ -1025,6 +1025,7 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// The first position whose topic is not below `t` (`t` may be one past the last topic).
+    #[cfg_attr(not(feature = "small"), inline)]
     fn topic_start(&self, t: u32) -> usize {
         let live = self.live();
         let n = live.len();
@@ -1036,6 +1037,14 @@ impl<T, const N: usize> Pool<T, N> {
         if n == 0 || below(n - 1) {
             return n;
         }
+        self.topic_search(t)
+    }
+
+    /// [`Pool::topic_start`] for a topic that is neither the first nor past the last.
+    fn topic_search(&self, t: u32) -> usize {
+        let live = self.live();
+        let n = live.len();
+        let below = |p: usize| live.get(p).is_some_and(|&o| u32::from(order_topic(o)) < t);
         let hint = self.hints[t as usize % HINTS] as usize;
         let h = hint.saturating_sub(self.base).min(n);
         // Bracket the answer in [lo, hi] by steps doubling away from the hint.
@@ -1179,10 +1188,37 @@ impl<T, const N: usize> Pool<T, N> {
         self.len = len - 1;
     }
 
-    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present):
+    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present).
+    /// When `from` comes first and the entries outside the two are far fewer than those between,
+    /// those before `from` move up one and those from `to` on move up one (the window's start
+    /// moves up): the usual eviction of a topic's oldest message and append of its newest moves
+    /// nothing at all. Otherwise [`Pool::order_replace_between`].
+    #[cfg_attr(not(feature = "small"), inline)]
+    fn order_replace(&mut self, from: usize, to: usize, o: u32) {
+        let (base, len) = (self.base, self.len);
+        if from < to && to <= len && from + (len - to) + SPLIT_GAIN < to - from {
+            let cells = self.order.as_flattened_mut();
+            // At the window's end, the live cells first move to its start (at most once per
+            // `N` such replacements).
+            let base = if base + len < cells.len() {
+                base
+            } else {
+                shift(cells, base..base + len, 0);
+                0
+            };
+            shift(cells, base..base + from, base + 1);
+            shift(cells, base + to..base + len, base + to + 1);
+            cells[base + to] = o;
+            self.base = base + 1;
+            return;
+        }
+        self.order_replace_between(from, to, o);
+    }
+
+    /// [`Pool::order_replace`]'s general case: drops position `from` and puts `o` at position `to`:
     /// by shifting only the entries between the two, or, where that is longer, as a removal
     /// and an insert that each shift their shorter side.
-    fn order_replace(&mut self, from: usize, to: usize, o: u32) {
+    fn order_replace_between(&mut self, from: usize, to: usize, o: u32) {
         let len = self.len;
         if from >= len || to > len {
             return;
@@ -1430,6 +1466,43 @@ mod tests {
         pool.requeue(last, OrderKey::stored(5), MessageState::Sent)
             .unwrap();
         assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(5), id(3), id(4)]);
+    }
+
+    #[test]
+    fn evicting_the_oldest_for_a_newest_in_front_of_another_topic_keeps_both_in_order() {
+        // 300 slots: a failed message and 290 seqs in topic 0, then 9 in topic 1. Each new
+        // seq of topic 0 evicts the oldest evictable message: first topic 0's own oldest (the
+        // entries before it and topic 1's move, not the 290 between), later topic 1's.
+        let mut pool: Box<Pool<u32, 300>> = Box::default();
+        let failed = MessageState::Failed(FailReason::TimedOut);
+        pool.insert(id(0), 0, OrderKey::pending(0, 1), failed, 0)
+            .unwrap();
+        for seq in 1..=290u64 {
+            pool.insert(id(seq as u32), 0, OrderKey::stored(seq), RECV, 0)
+                .unwrap();
+        }
+        for seq in 1..=9u64 {
+            pool.insert(id(1000 + seq as u32), 1, OrderKey::stored(seq), RECV, 0)
+                .unwrap();
+        }
+        let mut t1: Vec<u64> = (1..=9).collect();
+        // Enough inserts to run off the index window's end more than once.
+        for seq in 291..=1200u64 {
+            let got = pool.insert(id(seq as u32), 0, OrderKey::stored(seq), RECV, 0);
+            let evicted = got.unwrap().evicted.unwrap();
+            if evicted.1 == 1 {
+                t1.remove(0);
+            }
+            let kept = 299 - t1.len() as u64;
+            let mut want = vec![(0, 1)];
+            want.extend((seq + 1 - kept..=seq).map(|s| (s, 0)));
+            assert_eq!(keys(&pool, 0), want, "after seq {seq}");
+            let t1_keys: Vec<(u64, u32)> = t1.iter().map(|&s| (s, 0)).collect();
+            assert_eq!(keys(&pool, 1), t1_keys, "after seq {seq}");
+            assert!(pool.find_seq(0, seq).is_some());
+            assert!(pool.find_seq(0, seq - kept).is_none());
+        }
+        assert!(t1.is_empty(), "topic 1 was evicted in its turn");
     }
 
     #[test]
