@@ -235,6 +235,7 @@ const fn mix(mut h: u64) -> u64 {
 }
 
 /// The 16 hash bits kept in the id table: they pick the home cell and filter probes.
+#[inline]
 fn id_tag(id: &MsgId) -> u16 {
     (mix(id.hash64()) >> 48) as u16
 }
@@ -914,6 +915,7 @@ impl<T, const N: usize> Pool<T, N> {
     /// Empties an occupied slot, taking it out of the hash tables and the eviction list (not
     /// the sorted index, nor onto the free list); its handles go stale. The entry stays in
     /// place (only the generation says the slot is empty). Its id and topic.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn vacate(&mut self, index: u16) -> Option<(MsgId, TopicKey)> {
         let i = usize::from(index);
         let e = self.entry(index)?;
@@ -1025,7 +1027,7 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// The first position whose topic is not below `t` (`t` may be one past the last topic).
-    #[cfg_attr(not(feature = "small"), inline)]
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn topic_start(&self, t: u32) -> usize {
         let live = self.live();
         let n = live.len();
@@ -1106,20 +1108,27 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// Where an occupied slot sits in the sorted index, given where its topic's range starts.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn position(&self, index: u16, lo: usize) -> Option<usize> {
-        let k = self.sort_of(index);
+        let live = self.live();
         // Fast path: among the oldest few of its topic (the usual eviction victim, behind any
         // failed or unacknowledged messages that stay in front).
-        let front = self.live().get(lo..).unwrap_or(&[]).iter().take(FRONT);
+        let front = live.get(lo..).unwrap_or(&[]).iter().take(FRONT);
         if let Some(d) = front.map(|&o| order_slot(o)).position(|s| s == index) {
             return Some(lo + d);
         }
         // Where the last rekeyed entry was: outgoing messages are confirmed oldest first, and
         // the next one sits where the last one left.
         let h = self.rekey_hint;
-        if self.live().get(h).is_some_and(|&o| order_slot(o) == index) {
+        if live.get(h).is_some_and(|&o| order_slot(o) == index) {
             return Some(h);
         }
+        self.position_search(index)
+    }
+
+    /// [`Pool::position`] by bisection on the slot's key.
+    fn position_search(&self, index: u16) -> Option<usize> {
+        let k = self.sort_of(index);
         let p = self
             .live()
             .partition_point(|&o| self.sort_of(order_slot(o)) < k);
@@ -1193,7 +1202,7 @@ impl<T, const N: usize> Pool<T, N> {
     /// those before `from` move up one and those from `to` on move up one (the window's start
     /// moves up): the usual eviction of a topic's oldest message and append of its newest moves
     /// nothing at all. Otherwise [`Pool::order_replace_between`].
-    #[cfg_attr(not(feature = "small"), inline)]
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn order_replace(&mut self, from: usize, to: usize, o: u32) {
         let (base, len) = (self.base, self.len);
         if from < to && to <= len && from + (len - to) + SPLIT_GAIN < to - from {
@@ -1245,7 +1254,7 @@ impl<T, const N: usize> Pool<T, N> {
 
     /// Moves the entry at position `from` to position `to` (counted with it still at `from`)
     /// in one shift of the entries between the two.
-    #[cfg_attr(not(feature = "small"), inline)]
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn order_move(&mut self, from: usize, to: usize) {
         let (base, len) = (self.base, self.len);
         if from >= len || to > len {
