@@ -367,7 +367,8 @@ pub struct Pool<T, const N: usize> {
     generation: [u16; N],
     /// Packed (topic, key) of each occupied slot, by slot.
     sort: [u128; N],
-    /// The id tag and the (topic, seq) tag of each occupied slot, so removal needs no hashing.
+    /// The id tag and (for a stored key) the (topic, seq) tag of each occupied slot, so removal
+    /// needs no hashing.
     tags: [(u16, u16); N],
     /// Per slot: the owner's bit ([`Pool::set_mark`], `MARK`) and whether its key is stored
     /// (`STORED`), beside the sort keys so that [`Pool::marks_from`] and
@@ -534,6 +535,7 @@ impl<T, const N: usize> Pool<T, N> {
     /// Finds a slot for a new entry (evicting if full) and files it in every index, the
     /// slot marked occupied; the caller writes the entry itself. The checks and the eviction
     /// rule of [`Pool::insert`].
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn place(
         &mut self,
         id: MsgId,
@@ -546,7 +548,12 @@ impl<T, const N: usize> Pool<T, N> {
             return Err(PoolError::DuplicateId);
         }
         let k = sort_key(topic, key);
-        let seq_tag = seq_tag(topic, key.seq);
+        // Pending keys are not in the (topic, seq) table: their tag is never read.
+        let seq_tag = if key.is_stored() {
+            seq_tag(topic, key.seq)
+        } else {
+            0
+        };
         if key.is_stored()
             && self
                 .by_seq
@@ -991,17 +998,11 @@ impl<T, const N: usize> Pool<T, N> {
             return;
         };
         let old = core::mem::replace(f, new);
+        // 1 if the flags carry every bit of `bits`: counted in without branches.
+        let all = |f: u8, bits: u8| usize::from(f & bits == bits);
         let both = MARK | STORED;
-        match (old & MARK != 0, new & MARK != 0) {
-            (false, true) => self.marked += 1,
-            (true, false) => self.marked = self.marked.saturating_sub(1),
-            _ => {}
-        }
-        match (old & both == both, new & both == both) {
-            (false, true) => self.marked_stored += 1,
-            (true, false) => self.marked_stored = self.marked_stored.saturating_sub(1),
-            _ => {}
-        }
+        self.marked = (self.marked + all(new, MARK)).saturating_sub(all(old, MARK));
+        self.marked_stored = (self.marked_stored + all(new, both)).saturating_sub(all(old, both));
     }
 
     /// Puts an empty slot on the free list.
@@ -1084,6 +1085,11 @@ impl<T, const N: usize> Pool<T, N> {
 
     /// Remembers where topic `a` starts and topic `b` ends, as the next search's start.
     fn remember(&mut self, a: TopicKey, b: TopicKey, (lo, hi): (usize, usize)) {
+        // Topics `a..=b` hold every entry (with one topic, always): no search needs a start.
+        // (A hint is only where a search begins; a stale one costs time, never a wrong answer.)
+        if lo == 0 && hi == self.len {
+            return;
+        }
         let (a, b) = (usize::from(a), usize::from(b) + 1);
         self.hints[a % HINTS] = (self.base + lo) as u32;
         self.hints[b % HINTS] = (self.base + hi) as u32;
