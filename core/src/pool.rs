@@ -314,6 +314,37 @@ impl<const N: usize> Table<N> {
         self.cells().get(i).map(|&c| c as u16)
     }
 
+    /// [`Table::find`], or on a miss the empty cell that ended the probe: where `tag` goes
+    /// ([`Table::put`]) while the table does not change.
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn find_or_vacancy(&self, tag: u16, mut is: impl FnMut(u16) -> bool) -> Result<u16, usize> {
+        let cells = self.cells();
+        let mut i = Self::home(tag);
+        for _ in 0..Self::LEN {
+            let Some(&c) = cells.get(i) else { break };
+            if c == EMPTY {
+                return Err(i);
+            }
+            if (c >> 16) as u16 == tag && is(c as u16) {
+                return Ok(c as u16);
+            }
+            i = Self::next(i);
+        }
+        // Not reached (the table is at most half full); `put` then files it by probing.
+        Err(Self::LEN)
+    }
+
+    /// Adds `slot` under `tag` at `cell`, which [`Table::find_or_vacancy`] gave for `tag` with
+    /// no change to the table since (other cells may have been added); without the probe
+    /// [`Table::insert`] makes.
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn put(&mut self, cell: usize, tag: u16, slot: u16) {
+        match self.0.as_flattened_mut().get_mut(cell) {
+            Some(c) if *c == EMPTY => *c = u32::from(tag) << 16 | u32::from(slot),
+            _ => self.insert(tag, slot),
+        }
+    }
+
     /// Adds `slot` under `tag` (the caller checked it is absent; there is always room).
     fn insert(&mut self, tag: u16, slot: u16) {
         let cells = self.0.as_flattened_mut();
@@ -331,6 +362,7 @@ impl<const N: usize> Table<N> {
 
     /// Removes `slot` filed under `tag`, shifting later members of its probe run back (no
     /// tombstones).
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn remove(&mut self, tag: u16, slot: u16) {
         let want = u32::from(tag) << 16 | u32::from(slot);
         let Some(mut hole) = self.probe(tag, |c| c == want) else {
@@ -544,24 +576,22 @@ impl<T, const N: usize> Pool<T, N> {
         state: MessageState,
     ) -> Result<(u16, Option<(MsgId, TopicKey)>), PoolError> {
         let id_tag = id_tag(&id);
-        if self.find_id_tagged(&id, id_tag).is_some() {
+        // The dedup probes end at the empty cells where the new entry is filed.
+        let is_id = |s: u16| self.entry(s).is_some_and(|e| e.id == id);
+        let Err(id_cell) = self.by_id.find_or_vacancy(id_tag, is_id) else {
             return Err(PoolError::DuplicateId);
-        }
+        };
         let k = sort_key(topic, key);
         // Pending keys are not in the (topic, seq) table: their tag is never read.
-        let seq_tag = if key.is_stored() {
-            seq_tag(topic, key.seq)
+        let (seq_tag, seq_cell) = if key.is_stored() {
+            let tag = seq_tag(topic, key.seq);
+            match self.by_seq.find_or_vacancy(tag, |s| self.sort_of(s) == k) {
+                Ok(_) => return Err(PoolError::DuplicateSeq),
+                Err(cell) => (tag, cell),
+            }
         } else {
-            0
+            (0, 0)
         };
-        if key.is_stored()
-            && self
-                .by_seq
-                .find(seq_tag, |s| self.sort_of(s) == k)
-                .is_some()
-        {
-            return Err(PoolError::DuplicateSeq);
-        }
         let mut evicted = None;
         let index = match self.alloc() {
             Some(index) => {
@@ -569,13 +599,14 @@ impl<T, const N: usize> Pool<T, N> {
                 self.remember(topic, topic, bounds);
                 let to = self.insert_pos(topic, k, bounds.1);
                 self.order_insert(to, order_entry(topic, index));
+                self.file(index, key, (id_tag, id_cell), (seq_tag, seq_cell));
                 index
             }
             None => {
                 // Full: the oldest evictable message leaves the sorted index in the same
                 // shift that makes room for the new one, and its slot is reused at once.
                 let victim = self.lru_head;
-                if victim == NIL {
+                if victim == NIL || !self.occupied(victim) {
                     return Err(PoolError::Full);
                 }
                 let gone = self.topic_of(victim);
@@ -583,16 +614,16 @@ impl<T, const N: usize> Pool<T, N> {
                 self.remember(gone, topic, (lo, hi));
                 let from = self.position(victim, lo).ok_or(PoolError::Full)?;
                 let to = self.insert_pos(topic, k, hi);
-                evicted = Some(self.vacate(victim).ok_or(PoolError::Full)?);
+                // Filed before the victim leaves the tables: its removal may shift the cells
+                // of the same probe runs, after which the probes' empty cells could be wrong.
+                // (Should the two share tag and slot, they are one cell value; either goes.)
+                self.file(victim, key, (id_tag, id_cell), (seq_tag, seq_cell));
+                evicted = self.vacate(victim);
                 self.order_replace(from, to, order_entry(topic, victim));
                 victim
             }
         };
         let i = usize::from(index);
-        self.by_id.insert(id_tag, index);
-        if key.is_stored() {
-            self.by_seq.insert(seq_tag, index);
-        }
         self.sort[i] = k;
         self.tags[i] = (id_tag, seq_tag);
         self.set_flags(i, if key.is_stored() { STORED } else { 0 });
@@ -602,6 +633,16 @@ impl<T, const N: usize> Pool<T, N> {
         // Odd: occupied.
         self.generation[i] = self.generation[i].wrapping_add(1);
         Ok((index, evicted))
+    }
+
+    /// Files a new entry at `index` in the id table and, for a stored key, the (topic, seq)
+    /// table, in the cells where their probes ended.
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn file(&mut self, index: u16, key: OrderKey, id: (u16, usize), seq: (u16, usize)) {
+        self.by_id.put(id.1, id.0, index);
+        if key.is_stored() {
+            self.by_seq.put(seq.1, seq.0, index);
+        }
     }
 
     /// The entry behind a slot, or None if the slot is stale.
@@ -661,11 +702,17 @@ impl<T, const N: usize> Pool<T, N> {
             None => return Err(PoolError::NotFound),
         };
         let key = OrderKey::stored(seq);
-        if self.find_seq(topic, seq).is_some_and(|s| s.index != index) {
-            return Err(PoolError::DuplicateSeq);
-        }
+        let want = sort_key(topic, key);
+        let held = self
+            .by_seq
+            .find_or_vacancy(seq_tag(topic, seq), |s| self.sort_of(s) == want);
+        let vacancy = match held {
+            Ok(s) if s != index => return Err(PoolError::DuplicateSeq),
+            Ok(_) => None,
+            Err(cell) => Some(cell),
+        };
         if old_key != key {
-            self.rekey(index, topic, old_key, key);
+            self.rekey(index, topic, old_key, key, vacancy);
         }
         let state = match old_state {
             MessageState::Delivered | MessageState::Read => old_state,
@@ -705,7 +752,7 @@ impl<T, const N: usize> Pool<T, N> {
         {
             return Err(PoolError::DuplicateSeq);
         }
-        self.rekey(index, topic, old_key, key);
+        self.rekey(index, topic, old_key, key, None);
         if old_state.evictable() {
             self.lru_unlink(index);
         }
@@ -945,14 +992,28 @@ impl<T, const N: usize> Pool<T, N> {
     /// Takes an occupied slot out of the sorted index and the (topic, seq) table and files it
     /// again under `key` (after any equal keys); the caller updates the entry and the eviction
     /// list.
-    fn rekey(&mut self, index: u16, topic: TopicKey, old_key: OrderKey, key: OrderKey) {
+    ///
+    /// `vacancy`: where a (topic, seq) probe for `key` ended ([`Table::find_or_vacancy`]),
+    /// used when the old key is pending (so no cell moves before the new one is filed).
+    fn rekey(
+        &mut self,
+        index: u16,
+        topic: TopicKey,
+        old_key: OrderKey,
+        key: OrderKey,
+        vacancy: Option<usize>,
+    ) {
         let i = usize::from(index);
         if old_key.is_stored() {
             self.by_seq.remove(self.tags[i].1, index);
         }
-        self.tags[i].1 = seq_tag(topic, key.seq);
+        let tag = seq_tag(topic, key.seq);
+        self.tags[i].1 = tag;
         if key.is_stored() {
-            self.by_seq.insert(self.tags[i].1, index);
+            match vacancy {
+                Some(cell) if !old_key.is_stored() => self.by_seq.put(cell, tag, index),
+                _ => self.by_seq.insert(tag, index),
+            }
         }
         let (lo, hi) = self.topic_bounds(topic, topic);
         self.remember(topic, topic, (lo, hi));
@@ -1518,6 +1579,58 @@ mod tests {
             assert!(pool.find_seq(0, seq - kept).is_none());
         }
         assert!(t1.is_empty(), "topic 1 was evicted in its turn");
+    }
+
+    #[test]
+    fn a_message_filed_in_the_probe_run_its_victim_leaves_is_still_found() {
+        // Five ids and five seqs whose tags share one home cell in a 4-slot pool: the fifth
+        // message is filed at the end of the run of the first four, in the empty cell its
+        // dedup probe ended at, and the first (evicted) leaves from the run's start, shifting
+        // the others back; all must still be found.
+        let home_of = |n: u32| Table::<4>::home(id_tag(&id(n)));
+        let ids: Vec<u32> = (0..)
+            .filter(|&n| home_of(n) == home_of(0))
+            .take(5)
+            .collect();
+        let seq_home = |s: u64| Table::<4>::home(seq_tag(0, s));
+        let seqs: Vec<u64> = (1..)
+            .filter(|&s| seq_home(s) == seq_home(1))
+            .take(5)
+            .collect();
+        let mut pool: Pool<(), 4> = Pool::new();
+        for (&n, &seq) in ids.iter().zip(&seqs) {
+            pool.insert(id(n), 0, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        for (&n, &seq) in ids.iter().zip(&seqs).skip(1) {
+            let slot = pool.find_id(&id(n)).expect("id found");
+            assert_eq!(pool.find_seq(0, seq), Some(slot), "seq {seq} found");
+        }
+        assert!(pool.find_id(&id(ids[0])).is_none());
+        assert!(pool.find_seq(0, seqs[0]).is_none());
+    }
+
+    #[test]
+    fn a_stored_message_confirmed_again_at_a_seq_in_the_same_probe_run_is_found_there() {
+        // Its old (topic, seq) cell leaves the run's start before the new one is filed, so
+        // the new one goes where a fresh probe ends, not where the duplicate check's ended.
+        let seq_home = |s: u64| Table::<4>::home(seq_tag(0, s));
+        let seqs: Vec<u64> = (1..)
+            .filter(|&s| seq_home(s) == seq_home(1))
+            .take(4)
+            .collect();
+        let mut pool: Pool<(), 4> = Pool::new();
+        for (n, &seq) in seqs.iter().take(3).enumerate() {
+            pool.insert(id(n as u32), 0, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        let first = pool.find_seq(0, seqs[0]).unwrap();
+        pool.confirm(first, seqs[3]).unwrap();
+        assert_eq!(pool.find_seq(0, seqs[3]), Some(first));
+        assert!(pool.find_seq(0, seqs[0]).is_none());
+        for &seq in &seqs[1..3] {
+            assert!(pool.find_seq(0, seq).is_some(), "seq {seq} found");
+        }
     }
 
     #[test]
