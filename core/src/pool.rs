@@ -309,9 +309,8 @@ impl<const N: usize> Table<N> {
     }
 
     /// The slot of the first cell with this tag whose slot `is` accepts.
-    fn find(&self, tag: u16, mut is: impl FnMut(u16) -> bool) -> Option<u16> {
-        let i = self.probe(tag, |c| (c >> 16) as u16 == tag && is(c as u16))?;
-        self.cells().get(i).map(|&c| c as u16)
+    fn find(&self, tag: u16, is: impl FnMut(u16) -> bool) -> Option<u16> {
+        self.find_or_vacancy(tag, is).ok()
     }
 
     /// [`Table::find`], or on a miss the empty cell that ended the probe: where `tag` goes
@@ -577,15 +576,14 @@ impl<T, const N: usize> Pool<T, N> {
     ) -> Result<(u16, Option<(MsgId, TopicKey)>), PoolError> {
         let id_tag = id_tag(&id);
         // The dedup probes end at the empty cells where the new entry is filed.
-        let is_id = |s: u16| self.entry(s).is_some_and(|e| e.id == id);
-        let Err(id_cell) = self.by_id.find_or_vacancy(id_tag, is_id) else {
+        let Err(id_cell) = self.by_id.find_or_vacancy(id_tag, self.holds_id(&id)) else {
             return Err(PoolError::DuplicateId);
         };
         let k = sort_key(topic, key);
         // Pending keys are not in the (topic, seq) table: their tag is never read.
         let (seq_tag, seq_cell) = if key.is_stored() {
             let tag = seq_tag(topic, key.seq);
-            match self.by_seq.find_or_vacancy(tag, |s| self.sort_of(s) == k) {
+            match self.by_seq.find_or_vacancy(tag, self.holds_key(k)) {
                 Ok(_) => return Err(PoolError::DuplicateSeq),
                 Err(cell) => (tag, cell),
             }
@@ -669,11 +667,12 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// The slot of the stored message at (topic, seq).
+    #[cfg_attr(not(feature = "small"), inline)]
     pub fn find_seq(&self, topic: TopicKey, seq: u64) -> Option<Slot> {
         let want = sort_key(topic, OrderKey::stored(seq));
         let index = self
             .by_seq
-            .find(seq_tag(topic, seq), |s| self.sort_of(s) == want)?;
+            .find(seq_tag(topic, seq), self.holds_key(want))?;
         Some(self.slot_of(index))
     }
 
@@ -705,7 +704,7 @@ impl<T, const N: usize> Pool<T, N> {
         let want = sort_key(topic, key);
         let held = self
             .by_seq
-            .find_or_vacancy(seq_tag(topic, seq), |s| self.sort_of(s) == want);
+            .find_or_vacancy(seq_tag(topic, seq), self.holds_key(want));
         let vacancy = match held {
             Ok(s) if s != index => return Err(PoolError::DuplicateSeq),
             Ok(_) => None,
@@ -927,10 +926,21 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     fn find_id_tagged(&self, id: &MsgId, tag: u16) -> Option<Slot> {
-        let index = self
-            .by_id
-            .find(tag, |s| self.entry(s).is_some_and(|e| e.id == *id))?;
+        let index = self.by_id.find(tag, self.holds_id(id))?;
         Some(self.slot_of(index))
+    }
+
+    /// Does an id table cell's slot hold this id? (One closure type for every id probe, so
+    /// the probe is compiled once.)
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn holds_id<'a>(&'a self, id: &'a MsgId) -> impl Fn(u16) -> bool + 'a {
+        move |s| self.entry(s).is_some_and(|e| e.id == *id)
+    }
+
+    /// Does a (topic, seq) table cell's slot have this sort key? (As [`Pool::holds_id`].)
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn holds_key(&self, k: u128) -> impl Fn(u16) -> bool + '_ {
+        move |s| self.sort_of(s) == k
     }
 
     fn sort_of(&self, index: u16) -> u128 {
@@ -1020,36 +1030,24 @@ impl<T, const N: usize> Pool<T, N> {
         let k = sort_key(topic, key);
         let flags = (self.flags[i] & MARK) | if key.is_stored() { STORED } else { 0 };
         self.set_flags(i, flags);
-        let o = order_entry(topic, index);
-        let Some(from) = self.position(index, lo) else {
-            self.sort[i] = k;
-            let to = self.insert_pos(topic, k, hi);
-            self.order_insert(to, o);
+        // Where it goes, counted with it still in place under its old key (so the index is
+        // sorted): after every key <= `k`. Usually the end of its topic (a confirmed message
+        // becomes the newest), found without a bisection.
+        let to = self.insert_pos(topic, k, hi);
+        let from = self.position(index, lo);
+        self.sort[i] = k;
+        let Some(from) = from else {
+            self.order_insert(to, order_entry(topic, index));
             return;
         };
         self.rekey_hint = from;
-        // Where it goes, counted with it still at `from`: after every other key <= `k`. The
-        // others are sorted, so that is a bisection on the side of `from` the key moved to.
-        let old = self.sort_of(index);
-        let to = if k >= old {
-            // Usually the confirmed message becomes the newest of its topic, or stays last.
-            match hi.checked_sub(1).and_then(|p| self.live().get(p)) {
-                _ if hi == from + 1 => from,
-                Some(&last) if self.sort_of(order_slot(last)) <= k => hi,
-                _ => {
-                    let after = self.live().get(from + 1..hi).unwrap_or(&[]);
-                    from + 1 + after.partition_point(|&o| self.sort_of(order_slot(o)) <= k)
-                }
-            }
-        } else {
-            let before = self.live().get(lo..from).unwrap_or(&[]);
-            lo + before.partition_point(|&o| self.sort_of(order_slot(o)) <= k)
-        };
-        self.sort[i] = k;
         // Between its neighbours already (the usual confirm of the oldest pending message
         // when nothing was sent after it): nothing moves.
         if to != from && to != from + 1 {
+            #[cfg(not(feature = "small"))]
             self.order_move(from, to);
+            #[cfg(feature = "small")]
+            self.order_replace(from, to, order_entry(topic, index));
         }
     }
 
@@ -1272,7 +1270,11 @@ impl<T, const N: usize> Pool<T, N> {
     #[cfg_attr(not(feature = "small"), inline(always))]
     fn order_replace(&mut self, from: usize, to: usize, o: u32) {
         let (base, len) = (self.base, self.len);
-        if from < to && to <= len && from + (len - to) + SPLIT_GAIN < to - from {
+        if cfg!(not(feature = "small"))
+            && from < to
+            && to <= len
+            && from + (len - to) + SPLIT_GAIN < to - from
+        {
             let cells = self.order.as_flattened_mut();
             // At the window's end, the live cells first move to its start (at most once per
             // `N` such replacements).
@@ -1321,7 +1323,8 @@ impl<T, const N: usize> Pool<T, N> {
 
     /// Moves the entry at position `from` to position `to` (counted with it still at `from`)
     /// in one shift of the entries between the two.
-    #[cfg_attr(not(feature = "small"), inline(always))]
+    #[cfg(not(feature = "small"))]
+    #[inline(always)]
     fn order_move(&mut self, from: usize, to: usize) {
         let (base, len) = (self.base, self.len);
         if from >= len || to > len {
