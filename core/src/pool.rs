@@ -1057,11 +1057,17 @@ impl<T, const N: usize> Pool<T, N> {
             return;
         };
         let old = core::mem::replace(f, new);
-        // 1 if the flags carry every bit of `bits`: counted in without branches.
-        let all = |f: u8, bits: u8| usize::from(f & bits == bits);
         let both = MARK | STORED;
-        self.marked = (self.marked + all(new, MARK)).saturating_sub(all(old, MARK));
-        self.marked_stored = (self.marked_stored + all(new, both)).saturating_sub(all(old, both));
+        match (old & MARK != 0, new & MARK != 0) {
+            (false, true) => self.marked += 1,
+            (true, false) => self.marked = self.marked.saturating_sub(1),
+            _ => {}
+        }
+        match (old & both == both, new & both == both) {
+            (false, true) => self.marked_stored += 1,
+            (true, false) => self.marked_stored = self.marked_stored.saturating_sub(1),
+            _ => {}
+        }
     }
 
     /// Puts an empty slot on the free list.
@@ -1207,6 +1213,7 @@ impl<T, const N: usize> Pool<T, N> {
 
     /// Where a new entry with sort key `k` goes in the sorted index: after every key <= `k`
     /// (ties keep arrival order), given where its topic's range ends.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn insert_pos(&self, topic: TopicKey, k: u128, hi: usize) -> usize {
         // Fast path: the topic is empty, or this is its newest message: the end of its range.
         match hi.checked_sub(1).and_then(|p| self.live().get(p)) {
