@@ -219,6 +219,8 @@ const EMPTY: u32 = u32::MAX;
 #[cfg_attr(not(feature = "small"), inline(always))]
 fn shift(cells: &mut [u32], src: core::ops::Range<usize>, dest: usize) {
     if src.start < src.end {
+        #[cfg(test)]
+        tests::SHIFTS.with(|n| n.set(n.get() + 1));
         cells.copy_within(src, dest);
     }
 }
@@ -233,6 +235,7 @@ const fn mix(mut h: u64) -> u64 {
 }
 
 /// The 16 hash bits kept in the id table: they pick the home cell and filter probes.
+#[inline]
 fn id_tag(id: &MsgId) -> u16 {
     (mix(id.hash64()) >> 48) as u16
 }
@@ -306,9 +309,39 @@ impl<const N: usize> Table<N> {
     }
 
     /// The slot of the first cell with this tag whose slot `is` accepts.
-    fn find(&self, tag: u16, mut is: impl FnMut(u16) -> bool) -> Option<u16> {
-        let i = self.probe(tag, |c| (c >> 16) as u16 == tag && is(c as u16))?;
-        self.cells().get(i).map(|&c| c as u16)
+    fn find(&self, tag: u16, is: impl FnMut(u16) -> bool) -> Option<u16> {
+        self.find_or_vacancy(tag, is).ok()
+    }
+
+    /// [`Table::find`], or on a miss the empty cell that ended the probe: where `tag` goes
+    /// ([`Table::put`]) while the table does not change.
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn find_or_vacancy(&self, tag: u16, mut is: impl FnMut(u16) -> bool) -> Result<u16, usize> {
+        let cells = self.cells();
+        let mut i = Self::home(tag);
+        for _ in 0..Self::LEN {
+            let Some(&c) = cells.get(i) else { break };
+            if c == EMPTY {
+                return Err(i);
+            }
+            if (c >> 16) as u16 == tag && is(c as u16) {
+                return Ok(c as u16);
+            }
+            i = Self::next(i);
+        }
+        // Not reached (the table is at most half full); `put` then files it by probing.
+        Err(Self::LEN)
+    }
+
+    /// Adds `slot` under `tag` at `cell`, which [`Table::find_or_vacancy`] gave for `tag` with
+    /// no change to the table since (other cells may have been added); without the probe
+    /// [`Table::insert`] makes.
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn put(&mut self, cell: usize, tag: u16, slot: u16) {
+        match self.0.as_flattened_mut().get_mut(cell) {
+            Some(c) if *c == EMPTY => *c = u32::from(tag) << 16 | u32::from(slot),
+            _ => self.insert(tag, slot),
+        }
     }
 
     /// Adds `slot` under `tag` (the caller checked it is absent; there is always room).
@@ -328,6 +361,7 @@ impl<const N: usize> Table<N> {
 
     /// Removes `slot` filed under `tag`, shifting later members of its probe run back (no
     /// tombstones).
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn remove(&mut self, tag: u16, slot: u16) {
         let want = u32::from(tag) << 16 | u32::from(slot);
         let Some(mut hole) = self.probe(tag, |c| c == want) else {
@@ -364,7 +398,8 @@ pub struct Pool<T, const N: usize> {
     generation: [u16; N],
     /// Packed (topic, key) of each occupied slot, by slot.
     sort: [u128; N],
-    /// The id tag and the (topic, seq) tag of each occupied slot, so removal needs no hashing.
+    /// The id tag and (for a stored key) the (topic, seq) tag of each occupied slot, so removal
+    /// needs no hashing.
     tags: [(u16, u16); N],
     /// Per slot: the owner's bit ([`Pool::set_mark`], `MARK`) and whether its key is stored
     /// (`STORED`), beside the sort keys so that [`Pool::marks_from`] and
@@ -531,6 +566,7 @@ impl<T, const N: usize> Pool<T, N> {
     /// Finds a slot for a new entry (evicting if full) and files it in every index, the
     /// slot marked occupied; the caller writes the entry itself. The checks and the eviction
     /// rule of [`Pool::insert`].
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn place(
         &mut self,
         id: MsgId,
@@ -539,19 +575,21 @@ impl<T, const N: usize> Pool<T, N> {
         state: MessageState,
     ) -> Result<(u16, Option<(MsgId, TopicKey)>), PoolError> {
         let id_tag = id_tag(&id);
-        if self.find_id_tagged(&id, id_tag).is_some() {
+        // The dedup probes end at the empty cells where the new entry is filed.
+        let Err(id_cell) = self.by_id.find_or_vacancy(id_tag, self.holds_id(&id)) else {
             return Err(PoolError::DuplicateId);
-        }
+        };
         let k = sort_key(topic, key);
-        let seq_tag = seq_tag(topic, key.seq);
-        if key.is_stored()
-            && self
-                .by_seq
-                .find(seq_tag, |s| self.sort_of(s) == k)
-                .is_some()
-        {
-            return Err(PoolError::DuplicateSeq);
-        }
+        // Pending keys are not in the (topic, seq) table: their tag is never read.
+        let (seq_tag, seq_cell) = if key.is_stored() {
+            let tag = seq_tag(topic, key.seq);
+            match self.by_seq.find_or_vacancy(tag, self.holds_key(k)) {
+                Ok(_) => return Err(PoolError::DuplicateSeq),
+                Err(cell) => (tag, cell),
+            }
+        } else {
+            (0, 0)
+        };
         let mut evicted = None;
         let index = match self.alloc() {
             Some(index) => {
@@ -559,13 +597,14 @@ impl<T, const N: usize> Pool<T, N> {
                 self.remember(topic, topic, bounds);
                 let to = self.insert_pos(topic, k, bounds.1);
                 self.order_insert(to, order_entry(topic, index));
+                self.file(index, key, (id_tag, id_cell), (seq_tag, seq_cell));
                 index
             }
             None => {
                 // Full: the oldest evictable message leaves the sorted index in the same
                 // shift that makes room for the new one, and its slot is reused at once.
                 let victim = self.lru_head;
-                if victim == NIL {
+                if victim == NIL || !self.occupied(victim) {
                     return Err(PoolError::Full);
                 }
                 let gone = self.topic_of(victim);
@@ -573,16 +612,16 @@ impl<T, const N: usize> Pool<T, N> {
                 self.remember(gone, topic, (lo, hi));
                 let from = self.position(victim, lo).ok_or(PoolError::Full)?;
                 let to = self.insert_pos(topic, k, hi);
-                evicted = Some(self.vacate(victim).ok_or(PoolError::Full)?);
+                // Filed before the victim leaves the tables: its removal may shift the cells
+                // of the same probe runs, after which the probes' empty cells could be wrong.
+                // (Should the two share tag and slot, they are one cell value; either goes.)
+                self.file(victim, key, (id_tag, id_cell), (seq_tag, seq_cell));
+                evicted = self.vacate(victim);
                 self.order_replace(from, to, order_entry(topic, victim));
                 victim
             }
         };
         let i = usize::from(index);
-        self.by_id.insert(id_tag, index);
-        if key.is_stored() {
-            self.by_seq.insert(seq_tag, index);
-        }
         self.sort[i] = k;
         self.tags[i] = (id_tag, seq_tag);
         self.set_flags(i, if key.is_stored() { STORED } else { 0 });
@@ -592,6 +631,16 @@ impl<T, const N: usize> Pool<T, N> {
         // Odd: occupied.
         self.generation[i] = self.generation[i].wrapping_add(1);
         Ok((index, evicted))
+    }
+
+    /// Files a new entry at `index` in the id table and, for a stored key, the (topic, seq)
+    /// table, in the cells where their probes ended.
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn file(&mut self, index: u16, key: OrderKey, id: (u16, usize), seq: (u16, usize)) {
+        self.by_id.put(id.1, id.0, index);
+        if key.is_stored() {
+            self.by_seq.put(seq.1, seq.0, index);
+        }
     }
 
     /// The entry behind a slot, or None if the slot is stale.
@@ -618,11 +667,12 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// The slot of the stored message at (topic, seq).
+    #[cfg_attr(not(feature = "small"), inline)]
     pub fn find_seq(&self, topic: TopicKey, seq: u64) -> Option<Slot> {
         let want = sort_key(topic, OrderKey::stored(seq));
         let index = self
             .by_seq
-            .find(seq_tag(topic, seq), |s| self.sort_of(s) == want)?;
+            .find(seq_tag(topic, seq), self.holds_key(want))?;
         Some(self.slot_of(index))
     }
 
@@ -651,11 +701,17 @@ impl<T, const N: usize> Pool<T, N> {
             None => return Err(PoolError::NotFound),
         };
         let key = OrderKey::stored(seq);
-        if self.find_seq(topic, seq).is_some_and(|s| s.index != index) {
-            return Err(PoolError::DuplicateSeq);
-        }
+        let want = sort_key(topic, key);
+        let held = self
+            .by_seq
+            .find_or_vacancy(seq_tag(topic, seq), self.holds_key(want));
+        let vacancy = match held {
+            Ok(s) if s != index => return Err(PoolError::DuplicateSeq),
+            Ok(_) => None,
+            Err(cell) => Some(cell),
+        };
         if old_key != key {
-            self.rekey(index, topic, old_key, key);
+            self.rekey(index, topic, old_key, key, vacancy);
         }
         let state = match old_state {
             MessageState::Delivered | MessageState::Read => old_state,
@@ -695,7 +751,7 @@ impl<T, const N: usize> Pool<T, N> {
         {
             return Err(PoolError::DuplicateSeq);
         }
-        self.rekey(index, topic, old_key, key);
+        self.rekey(index, topic, old_key, key, None);
         if old_state.evictable() {
             self.lru_unlink(index);
         }
@@ -870,10 +926,21 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     fn find_id_tagged(&self, id: &MsgId, tag: u16) -> Option<Slot> {
-        let index = self
-            .by_id
-            .find(tag, |s| self.entry(s).is_some_and(|e| e.id == *id))?;
+        let index = self.by_id.find(tag, self.holds_id(id))?;
         Some(self.slot_of(index))
+    }
+
+    /// Does an id table cell's slot hold this id? (One closure type for every id probe, so
+    /// the probe is compiled once.)
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn holds_id<'a>(&'a self, id: &'a MsgId) -> impl Fn(u16) -> bool + 'a {
+        move |s| self.entry(s).is_some_and(|e| e.id == *id)
+    }
+
+    /// Does a (topic, seq) table cell's slot have this sort key? (As [`Pool::holds_id`].)
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn holds_key(&self, k: u128) -> impl Fn(u16) -> bool + '_ {
+        move |s| self.sort_of(s) == k
     }
 
     fn sort_of(&self, index: u16) -> u128 {
@@ -912,6 +979,7 @@ impl<T, const N: usize> Pool<T, N> {
     /// Empties an occupied slot, taking it out of the hash tables and the eviction list (not
     /// the sorted index, nor onto the free list); its handles go stale. The entry stays in
     /// place (only the generation says the slot is empty). Its id and topic.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn vacate(&mut self, index: u16) -> Option<(MsgId, TopicKey)> {
         let i = usize::from(index);
         let e = self.entry(index)?;
@@ -934,28 +1002,53 @@ impl<T, const N: usize> Pool<T, N> {
     /// Takes an occupied slot out of the sorted index and the (topic, seq) table and files it
     /// again under `key` (after any equal keys); the caller updates the entry and the eviction
     /// list.
-    fn rekey(&mut self, index: u16, topic: TopicKey, old_key: OrderKey, key: OrderKey) {
+    ///
+    /// `vacancy`: where a (topic, seq) probe for `key` ended ([`Table::find_or_vacancy`]),
+    /// used when the old key is pending (so no cell moves before the new one is filed).
+    fn rekey(
+        &mut self,
+        index: u16,
+        topic: TopicKey,
+        old_key: OrderKey,
+        key: OrderKey,
+        vacancy: Option<usize>,
+    ) {
         let i = usize::from(index);
         if old_key.is_stored() {
             self.by_seq.remove(self.tags[i].1, index);
         }
-        self.tags[i].1 = seq_tag(topic, key.seq);
+        let tag = seq_tag(topic, key.seq);
+        self.tags[i].1 = tag;
         if key.is_stored() {
-            self.by_seq.insert(self.tags[i].1, index);
+            match vacancy {
+                Some(cell) if !old_key.is_stored() => self.by_seq.put(cell, tag, index),
+                _ => self.by_seq.insert(tag, index),
+            }
         }
-        let (lo, mut hi) = self.topic_bounds(topic, topic);
+        let (lo, hi) = self.topic_bounds(topic, topic);
         self.remember(topic, topic, (lo, hi));
-        if let Some(from) = self.position(index, lo) {
-            self.rekey_hint = from;
-            self.order_remove(from);
-            hi -= 1; // positions are relative to the window's live start, whichever side moved
-        }
         let k = sort_key(topic, key);
-        self.sort[i] = k;
         let flags = (self.flags[i] & MARK) | if key.is_stored() { STORED } else { 0 };
         self.set_flags(i, flags);
+        // Where it goes, counted with it still in place under its old key (so the index is
+        // sorted): after every key <= `k`. Usually the end of its topic (a confirmed message
+        // becomes the newest), found without a bisection.
         let to = self.insert_pos(topic, k, hi);
-        self.order_insert(to, order_entry(topic, index));
+        let from = self.position(index, lo);
+        self.sort[i] = k;
+        let Some(from) = from else {
+            self.order_insert(to, order_entry(topic, index));
+            return;
+        };
+        self.rekey_hint = from;
+        // Between its neighbours already (the usual confirm of the oldest pending message
+        // when nothing was sent after it): nothing moves.
+        if to != from && to != from + 1 {
+            #[cfg(not(feature = "small"))]
+            self.order_move(from, to);
+            #[cfg(feature = "small")]
+            self.order_replace(from, to, order_entry(topic, index));
+        }
     }
 
     /// Sets a slot's flags, keeping the counts of marked and of marked stored slots.
@@ -1000,6 +1093,7 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// The first position whose topic is not below `t` (`t` may be one past the last topic).
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn topic_start(&self, t: u32) -> usize {
         let live = self.live();
         let n = live.len();
@@ -1011,6 +1105,14 @@ impl<T, const N: usize> Pool<T, N> {
         if n == 0 || below(n - 1) {
             return n;
         }
+        self.topic_search(t)
+    }
+
+    /// [`Pool::topic_start`] for a topic that is neither the first nor past the last.
+    fn topic_search(&self, t: u32) -> usize {
+        let live = self.live();
+        let n = live.len();
+        let below = |p: usize| live.get(p).is_some_and(|&o| u32::from(order_topic(o)) < t);
         let hint = self.hints[t as usize % HINTS] as usize;
         let h = hint.saturating_sub(self.base).min(n);
         // Bracket the answer in [lo, hi] by steps doubling away from the hint.
@@ -1048,6 +1150,11 @@ impl<T, const N: usize> Pool<T, N> {
 
     /// Remembers where topic `a` starts and topic `b` ends, as the next search's start.
     fn remember(&mut self, a: TopicKey, b: TopicKey, (lo, hi): (usize, usize)) {
+        // Topics `a..=b` hold every entry (with one topic, always): no search needs a start.
+        // (A hint is only where a search begins; a stale one costs time, never a wrong answer.)
+        if lo == 0 && hi == self.len {
+            return;
+        }
         let (a, b) = (usize::from(a), usize::from(b) + 1);
         self.hints[a % HINTS] = (self.base + lo) as u32;
         self.hints[b % HINTS] = (self.base + hi) as u32;
@@ -1072,20 +1179,27 @@ impl<T, const N: usize> Pool<T, N> {
     }
 
     /// Where an occupied slot sits in the sorted index, given where its topic's range starts.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn position(&self, index: u16, lo: usize) -> Option<usize> {
-        let k = self.sort_of(index);
+        let live = self.live();
         // Fast path: among the oldest few of its topic (the usual eviction victim, behind any
         // failed or unacknowledged messages that stay in front).
-        let front = self.live().get(lo..).unwrap_or(&[]).iter().take(FRONT);
+        let front = live.get(lo..).unwrap_or(&[]).iter().take(FRONT);
         if let Some(d) = front.map(|&o| order_slot(o)).position(|s| s == index) {
             return Some(lo + d);
         }
         // Where the last rekeyed entry was: outgoing messages are confirmed oldest first, and
         // the next one sits where the last one left.
         let h = self.rekey_hint;
-        if self.live().get(h).is_some_and(|&o| order_slot(o) == index) {
+        if live.get(h).is_some_and(|&o| order_slot(o) == index) {
             return Some(h);
         }
+        self.position_search(index)
+    }
+
+    /// [`Pool::position`] by bisection on the slot's key.
+    fn position_search(&self, index: u16) -> Option<usize> {
+        let k = self.sort_of(index);
         let p = self
             .live()
             .partition_point(|&o| self.sort_of(order_slot(o)) < k);
@@ -1099,6 +1213,7 @@ impl<T, const N: usize> Pool<T, N> {
 
     /// Where a new entry with sort key `k` goes in the sorted index: after every key <= `k`
     /// (ties keep arrival order), given where its topic's range ends.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn insert_pos(&self, topic: TopicKey, k: u128, hi: usize) -> usize {
         // Fast path: the topic is empty, or this is its newest message: the end of its range.
         match hi.checked_sub(1).and_then(|p| self.live().get(p)) {
@@ -1154,10 +1269,41 @@ impl<T, const N: usize> Pool<T, N> {
         self.len = len - 1;
     }
 
-    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present):
+    /// Drops position `from` and puts `o` at position `to` (counted with `from` still present).
+    /// When `from` comes first and the entries outside the two are far fewer than those between,
+    /// those before `from` move up one and those from `to` on move up one (the window's start
+    /// moves up): the usual eviction of a topic's oldest message and append of its newest moves
+    /// nothing at all. Otherwise [`Pool::order_replace_between`].
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn order_replace(&mut self, from: usize, to: usize, o: u32) {
+        let (base, len) = (self.base, self.len);
+        if cfg!(not(feature = "small"))
+            && from < to
+            && to <= len
+            && from + (len - to) + SPLIT_GAIN < to - from
+        {
+            let cells = self.order.as_flattened_mut();
+            // At the window's end, the live cells first move to its start (at most once per
+            // `N` such replacements).
+            let base = if base + len < cells.len() {
+                base
+            } else {
+                shift(cells, base..base + len, 0);
+                0
+            };
+            shift(cells, base..base + from, base + 1);
+            shift(cells, base + to..base + len, base + to + 1);
+            cells[base + to] = o;
+            self.base = base + 1;
+            return;
+        }
+        self.order_replace_between(from, to, o);
+    }
+
+    /// [`Pool::order_replace`]'s general case: drops position `from` and puts `o` at position `to`:
     /// by shifting only the entries between the two, or, where that is longer, as a removal
     /// and an insert that each shift their shorter side.
-    fn order_replace(&mut self, from: usize, to: usize, o: u32) {
+    fn order_replace_between(&mut self, from: usize, to: usize, o: u32) {
         let len = self.len;
         if from >= len || to > len {
             return;
@@ -1173,6 +1319,26 @@ impl<T, const N: usize> Pool<T, N> {
         }
         let base = self.base;
         let cells = self.order.as_flattened_mut();
+        if from < to {
+            shift(cells, base + from + 1..base + to, base + from);
+            cells[base + to - 1] = o;
+        } else {
+            shift(cells, base + to..base + from, base + to + 1);
+            cells[base + to] = o;
+        }
+    }
+
+    /// Moves the entry at position `from` to position `to` (counted with it still at `from`)
+    /// in one shift of the entries between the two.
+    #[cfg(not(feature = "small"))]
+    #[inline(always)]
+    fn order_move(&mut self, from: usize, to: usize) {
+        let (base, len) = (self.base, self.len);
+        if from >= len || to > len {
+            return;
+        }
+        let cells = self.order.as_flattened_mut();
+        let o = cells[base + from];
         if from < to {
             shift(cells, base + from + 1..base + to, base + from);
             cells[base + to - 1] = o;
@@ -1222,6 +1388,18 @@ mod tests {
     }
 
     const RECV: MessageState = MessageState::Received;
+
+    std::thread_local! {
+        /// How many shifts of the sorted index (memmove calls) this test's thread made.
+        pub(super) static SHIFTS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    /// The shifts of the sorted index that `f` makes.
+    fn shifts_in(f: impl FnOnce()) -> usize {
+        let before = SHIFTS.with(|n| n.get());
+        f();
+        SHIFTS.with(|n| n.get()) - before
+    }
 
     /// (topic, seq, local) of a topic's messages in iteration order.
     fn keys<T, const N: usize>(pool: &Pool<T, N>, topic: TopicKey) -> Vec<(u64, u32)> {
@@ -1305,6 +1483,164 @@ mod tests {
         // A repeated confirm with the same seq is harmless.
         pool.confirm(mine, 4).unwrap();
         assert_eq!(pool.len(), 4);
+    }
+
+    #[test]
+    fn a_confirm_that_keeps_the_message_between_its_neighbours_moves_no_index_cell() {
+        let mut pool: Pool<(), 16> = Pool::new();
+        pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
+            .unwrap();
+        let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), MessageState::Sending, ());
+        let mine = mine.unwrap().slot;
+        pool.insert(id(3), 0, OrderKey::stored(3), RECV, ())
+            .unwrap();
+        for seq in 1..=2 {
+            pool.insert(id(10 + seq as u32), 1, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        assert_eq!(shifts_in(|| pool.confirm(mine, 2).unwrap()), 0);
+        assert_eq!(keys(&pool, 0), vec![(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(3)]);
+        assert_eq!(pool.find_seq(0, 2), Some(mine));
+        assert_eq!(keys(&pool, 1), vec![(1, 0), (2, 0)]);
+    }
+
+    #[test]
+    fn a_confirm_past_later_pending_messages_moves_them_in_one_shift() {
+        let mut pool: Pool<(), 16> = Pool::new();
+        pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
+            .unwrap();
+        let sending = MessageState::Sending;
+        let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), sending, ());
+        let mine = mine.unwrap().slot;
+        for n in 2..=3 {
+            pool.insert(id(n + 1), 0, OrderKey::pending(1, n), sending, ())
+                .unwrap();
+        }
+        for seq in 1..=3 {
+            pool.insert(id(10 + seq as u32), 1, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        assert_eq!(shifts_in(|| pool.confirm(mine, 2).unwrap()), 1);
+        assert_eq!(keys(&pool, 0), vec![(1, 0), (1, 2), (1, 3), (2, 0)]);
+        assert_eq!(ids(&pool, 0), vec![id(1), id(3), id(4), id(2)]);
+        assert_eq!(keys(&pool, 1), vec![(1, 0), (2, 0), (3, 0)]);
+        // The next one in line is found where the last one was, and goes last too.
+        let next = pool.find_id(&id(3)).unwrap();
+        pool.confirm(next, 3).unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(4), id(2), id(3)]);
+    }
+
+    #[test]
+    fn a_requeue_to_an_earlier_key_goes_after_the_equal_keys_before_it() {
+        let mut pool: Pool<(), 16> = Pool::new();
+        for seq in 1..=4 {
+            pool.insert(id(seq as u32), 0, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        let sending = MessageState::Sending;
+        pool.insert(id(5), 0, OrderKey::pending(2, 1), sending, ())
+            .unwrap();
+        let last = pool.find_id(&id(4)).unwrap();
+        pool.requeue(last, OrderKey::pending(2, 1), MessageState::Queued)
+            .unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(5), id(4), id(3)]);
+        assert!(pool.find_seq(0, 4).is_none());
+        // And back to a later key: after the equal one that now follows it.
+        pool.requeue(last, OrderKey::stored(3), MessageState::Sent)
+            .unwrap_err();
+        pool.requeue(last, OrderKey::stored(5), MessageState::Sent)
+            .unwrap();
+        assert_eq!(ids(&pool, 0), vec![id(1), id(2), id(5), id(3), id(4)]);
+    }
+
+    #[test]
+    fn evicting_the_oldest_for_a_newest_in_front_of_another_topic_keeps_both_in_order() {
+        // 300 slots: a failed message and 290 seqs in topic 0, then 9 in topic 1. Each new
+        // seq of topic 0 evicts the oldest evictable message: first topic 0's own oldest (the
+        // entries before it and topic 1's move, not the 290 between), later topic 1's.
+        let mut pool: Box<Pool<u32, 300>> = Box::default();
+        let failed = MessageState::Failed(FailReason::TimedOut);
+        pool.insert(id(0), 0, OrderKey::pending(0, 1), failed, 0)
+            .unwrap();
+        for seq in 1..=290u64 {
+            pool.insert(id(seq as u32), 0, OrderKey::stored(seq), RECV, 0)
+                .unwrap();
+        }
+        for seq in 1..=9u64 {
+            pool.insert(id(1000 + seq as u32), 1, OrderKey::stored(seq), RECV, 0)
+                .unwrap();
+        }
+        let mut t1: Vec<u64> = (1..=9).collect();
+        // Enough inserts to run off the index window's end more than once.
+        for seq in 291..=1200u64 {
+            let got = pool.insert(id(seq as u32), 0, OrderKey::stored(seq), RECV, 0);
+            let evicted = got.unwrap().evicted.unwrap();
+            if evicted.1 == 1 {
+                t1.remove(0);
+            }
+            let kept = 299 - t1.len() as u64;
+            let mut want = vec![(0, 1)];
+            want.extend((seq + 1 - kept..=seq).map(|s| (s, 0)));
+            assert_eq!(keys(&pool, 0), want, "after seq {seq}");
+            let t1_keys: Vec<(u64, u32)> = t1.iter().map(|&s| (s, 0)).collect();
+            assert_eq!(keys(&pool, 1), t1_keys, "after seq {seq}");
+            assert!(pool.find_seq(0, seq).is_some());
+            assert!(pool.find_seq(0, seq - kept).is_none());
+        }
+        assert!(t1.is_empty(), "topic 1 was evicted in its turn");
+    }
+
+    #[test]
+    fn a_message_filed_in_the_probe_run_its_victim_leaves_is_still_found() {
+        // Five ids and five seqs whose tags share one home cell in a 4-slot pool: the fifth
+        // message is filed at the end of the run of the first four, in the empty cell its
+        // dedup probe ended at, and the first (evicted) leaves from the run's start, shifting
+        // the others back; all must still be found.
+        let home_of = |n: u32| Table::<4>::home(id_tag(&id(n)));
+        let ids: Vec<u32> = (0..)
+            .filter(|&n| home_of(n) == home_of(0))
+            .take(5)
+            .collect();
+        let seq_home = |s: u64| Table::<4>::home(seq_tag(0, s));
+        let seqs: Vec<u64> = (1..)
+            .filter(|&s| seq_home(s) == seq_home(1))
+            .take(5)
+            .collect();
+        let mut pool: Pool<(), 4> = Pool::new();
+        for (&n, &seq) in ids.iter().zip(&seqs) {
+            pool.insert(id(n), 0, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        for (&n, &seq) in ids.iter().zip(&seqs).skip(1) {
+            let slot = pool.find_id(&id(n)).expect("id found");
+            assert_eq!(pool.find_seq(0, seq), Some(slot), "seq {seq} found");
+        }
+        assert!(pool.find_id(&id(ids[0])).is_none());
+        assert!(pool.find_seq(0, seqs[0]).is_none());
+    }
+
+    #[test]
+    fn a_stored_message_confirmed_again_at_a_seq_in_the_same_probe_run_is_found_there() {
+        // Its old (topic, seq) cell leaves the run's start before the new one is filed, so
+        // the new one goes where a fresh probe ends, not where the duplicate check's ended.
+        let seq_home = |s: u64| Table::<4>::home(seq_tag(0, s));
+        let seqs: Vec<u64> = (1..)
+            .filter(|&s| seq_home(s) == seq_home(1))
+            .take(4)
+            .collect();
+        let mut pool: Pool<(), 4> = Pool::new();
+        for (n, &seq) in seqs.iter().take(3).enumerate() {
+            pool.insert(id(n as u32), 0, OrderKey::stored(seq), RECV, ())
+                .unwrap();
+        }
+        let first = pool.find_seq(0, seqs[0]).unwrap();
+        pool.confirm(first, seqs[3]).unwrap();
+        assert_eq!(pool.find_seq(0, seqs[3]), Some(first));
+        assert!(pool.find_seq(0, seqs[0]).is_none());
+        for &seq in &seqs[1..3] {
+            assert!(pool.find_seq(0, seq).is_some(), "seq {seq} found");
+        }
     }
 
     #[test]
