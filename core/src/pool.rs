@@ -1087,6 +1087,7 @@ impl<T, const N: usize> Pool<T, N> {
     /// from where it was last remembered ([`Pool::remember`]): a change to the index moves a
     /// boundary by at most one cell, so the search usually ends within a few cells of its
     /// start, and at worst it costs two bisections.
+    #[cfg_attr(not(feature = "small"), inline(always))]
     fn topic_bounds(&self, a: TopicKey, b: TopicKey) -> (usize, usize) {
         let (a, b) = (u32::from(a), u32::from(b) + 1);
         (self.topic_start(a), self.topic_start(b))
@@ -1184,8 +1185,9 @@ impl<T, const N: usize> Pool<T, N> {
         let live = self.live();
         // Fast path: among the oldest few of its topic (the usual eviction victim, behind any
         // failed or unacknowledged messages that stay in front).
-        let front = live.get(lo..).unwrap_or(&[]).iter().take(FRONT);
-        if let Some(d) = front.map(|&o| order_slot(o)).position(|s| s == index) {
+        let front = live.get(lo..).unwrap_or(&[]);
+        let front = front.get(..FRONT).unwrap_or(front);
+        if let Some(d) = front.iter().position(|&o| order_slot(o) == index) {
             return Some(lo + d);
         }
         // Where the last rekeyed entry was: outgoing messages are confirmed oldest first, and
