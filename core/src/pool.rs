@@ -1319,15 +1319,7 @@ impl<T, const N: usize> Pool<T, N> {
             self.order_insert(after, o);
             return;
         }
-        let base = self.base;
-        let cells = self.order.as_flattened_mut();
-        if from < to {
-            shift(cells, base + from + 1..base + to, base + from);
-            cells[base + to - 1] = o;
-        } else {
-            shift(cells, base + to..base + from, base + to + 1);
-            cells[base + to] = o;
-        }
+        self.slide(from, to, o);
     }
 
     /// Moves the entry at position `from` to position `to` (counted with it still at `from`)
@@ -1335,12 +1327,19 @@ impl<T, const N: usize> Pool<T, N> {
     #[cfg(not(feature = "small"))]
     #[inline(always)]
     fn order_move(&mut self, from: usize, to: usize) {
-        let (base, len) = (self.base, self.len);
-        if from >= len || to > len {
-            return;
+        if let Some(&o) = self.live().get(from)
+            && to <= self.len
+        {
+            self.slide(from, to, o);
         }
+    }
+
+    /// Drops position `from` and puts `o` at position `to` (both in range, `to` counted with
+    /// `from` still there) by shifting the entries between the two by one.
+    #[cfg_attr(not(feature = "small"), inline(always))]
+    fn slide(&mut self, from: usize, to: usize, o: u32) {
+        let base = self.base;
         let cells = self.order.as_flattened_mut();
-        let o = cells[base + from];
         if from < to {
             shift(cells, base + from + 1..base + to, base + from);
             cells[base + to - 1] = o;
@@ -1463,13 +1462,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn confirm_moves_a_pending_message_to_its_real_seq() {
+    /// A pool holding id 1 stored at seq 1 and then our own id 2, sending, pending after seq 1.
+    fn stored_then_mine() -> (Pool<(), 16>, Slot) {
         let mut pool: Pool<(), 16> = Pool::new();
         pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
             .unwrap();
         let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), MessageState::Sending, ());
-        let mine = mine.unwrap().slot;
+        (pool, mine.unwrap().slot)
+    }
+
+    #[test]
+    fn confirm_moves_a_pending_message_to_its_real_seq() {
+        let (mut pool, mine) = stored_then_mine();
         pool.insert(id(3), 0, OrderKey::stored(2), RECV, ())
             .unwrap();
         pool.insert(id(4), 0, OrderKey::stored(3), RECV, ())
@@ -1489,11 +1493,7 @@ mod tests {
 
     #[test]
     fn a_confirm_that_keeps_the_message_between_its_neighbours_moves_no_index_cell() {
-        let mut pool: Pool<(), 16> = Pool::new();
-        pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
-            .unwrap();
-        let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), MessageState::Sending, ());
-        let mine = mine.unwrap().slot;
+        let (mut pool, mine) = stored_then_mine();
         pool.insert(id(3), 0, OrderKey::stored(3), RECV, ())
             .unwrap();
         for seq in 1..=2 {
@@ -1509,12 +1509,8 @@ mod tests {
 
     #[test]
     fn a_confirm_past_later_pending_messages_moves_them_in_one_shift() {
-        let mut pool: Pool<(), 16> = Pool::new();
-        pool.insert(id(1), 0, OrderKey::stored(1), RECV, ())
-            .unwrap();
+        let (mut pool, mine) = stored_then_mine();
         let sending = MessageState::Sending;
-        let mine = pool.insert(id(2), 0, OrderKey::pending(1, 1), sending, ());
-        let mine = mine.unwrap().slot;
         for n in 2..=3 {
             pool.insert(id(n + 1), 0, OrderKey::pending(1, n), sending, ())
                 .unwrap();

@@ -138,6 +138,19 @@ fn data<'a>(
     })
 }
 
+/// The gateway's answer to a pub: stored at `seq` (and at time `seq`), not a duplicate.
+fn stored_at(req: ReqId, seq: u64) -> ServerPacket<'static> {
+    ctrl(
+        req,
+        Code::ACCEPTED,
+        CtrlParams::Pub {
+            seq,
+            ts: seq,
+            dup: false,
+        },
+    )
+}
+
 fn hi_ok() -> CtrlParams<'static> {
     CtrlParams::Hi {
         ver: PROTOCOL_VERSION,
@@ -673,15 +686,7 @@ fn the_echo_of_an_own_message_counts_as_one_duplicate() {
     let [(req, _)] = pubs(&gw.take_out())[..] else {
         panic!("one pub");
     };
-    gw.send(ctrl(
-        req,
-        Code::ACCEPTED,
-        CtrlParams::Pub {
-            seq: 1,
-            ts: 1,
-            dup: false,
-        },
-    ));
+    gw.send(stored_at(req, 1));
     gw.drain();
     let before = gw.eng.stats().duplicates;
     gw.send(data(1, id, ME, "", b"hello"));
@@ -712,15 +717,7 @@ fn a_message_published_while_later_seqs_wait_above_a_hole_sorts_after_them() {
         panic!("one pub");
     };
     // Ours is stored at 5, above the hole too.
-    gw.send(ctrl(
-        req,
-        Code::ACCEPTED,
-        CtrlParams::Pub {
-            seq: 5,
-            ts: 5,
-            dup: false,
-        },
-    ));
+    gw.send(stored_at(req, 5));
     gw.drain();
     let second = gw.eng.publish(gw.now, GRP, Head::default(), b"b").unwrap();
     assert_eq!(gw.eng.message(&second).unwrap().key.seq, 5);
@@ -753,15 +750,7 @@ fn pubs_whose_request_ids_are_a_whole_outbox_apart_are_both_confirmed() {
     };
     assert_eq!(r2 - r1, 16, "the same place in a table of 16");
     for (req, seq) in [(r2, 1), (r1, 2)] {
-        gw.send(ctrl(
-            req,
-            Code::ACCEPTED,
-            CtrlParams::Pub {
-                seq,
-                ts: seq,
-                dup: false,
-            },
-        ));
+        gw.send(stored_at(req, seq));
     }
     gw.drain();
     assert_eq!(gw.eng.message(&second).unwrap().seq(), Some(1));
@@ -1311,15 +1300,7 @@ fn mark_read_updates_unread_and_tells_the_others_and_their_read_receipt_marks_ow
     let [(req, _)] = pubs(&gw.take_out())[..] else {
         panic!("one pub");
     };
-    gw.send(ctrl(
-        req,
-        Code::ACCEPTED,
-        CtrlParams::Pub {
-            seq: 4,
-            ts: 4,
-            dup: false,
-        },
-    ));
+    gw.send(stored_at(req, 4));
     gw.drain();
     assert_eq!(gw.eng.unread(grp), 1, "own messages are never unread");
 
