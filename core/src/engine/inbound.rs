@@ -14,10 +14,7 @@ use super::config::label;
 /// Pool slots kept free of out-of-order arrivals, beyond the outbox's capacity.
 const ARRIVING_RESERVE: usize = 8;
 
-use super::{
-    Attach, Command, EVENT_SLACK, Engine, EngineError, Event, Handshake, Pull, ReqKind,
-    SessionState,
-};
+use super::{Attach, Command, Engine, EngineError, Event, Handshake, Pull, ReqKind, SessionState};
 
 impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: usize>
     Engine<N, C, T, O, F>
@@ -26,7 +23,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     /// (false: stopped for lack of event room).
     pub(super) fn process_frames(&mut self, now: Instant) -> bool {
         loop {
-            if self.events.capacity() - self.events.len() <= EVENT_SLACK {
+            if !self.room_for_frames() {
                 self.input_stalled = true;
                 return false;
             }
@@ -79,7 +76,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         let chunk_end = |at: usize| bytes.len().min(at.saturating_add(F));
         let mut end = chunk_end(at);
         loop {
-            if self.events.capacity() - self.events.len() <= EVENT_SLACK {
+            if !self.room_for_frames() {
                 break;
             }
             let (body, len) = match decode_frame(&bytes[at..end], max_body) {
@@ -301,6 +298,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         if let (Some(ts), Some(body)) = (ts, self.pool.data_mut(slot)) {
             body.ts = ts;
         }
+        let room = self.room_to_show();
         let Some(t) = self.topics.get_mut(usize::from(topic)) else {
             return;
         };
@@ -311,10 +309,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         // If it is the next to emit, the pump would find it in the pool, shown already, and
         // only step over it: step over it here, without the lookup (and only where the pump
         // would have had event room to get that far).
-        if self.events.len() + 2 < self.events.capacity()
-            && t.emitted < t.recv.mark()
-            && t.emitted + 1 == seq
-        {
+        if room && t.emitted < t.recv.mark() && t.emitted + 1 == seq {
             t.emitted = seq;
         }
         let state = MessageState::Sent;
@@ -380,9 +375,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         // The next message to show, with nothing waiting before it and room for its event:
         // shown at once, entering the pool in its final state, rather than entering as
         // arriving and being found again by seq when the pump releases it.
-        let show_now = in_order
-            && t.emitted == t.recv.mark()
-            && self.events.len() + 2 < self.events.capacity();
+        let show_now = in_order && t.emitted == t.recv.mark() && self.room_to_show();
         let wanted = self.cfg.filter.is_none_or(|f| f(d));
         if wanted {
             if d.content.len() > C {
@@ -502,7 +495,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     pub(super) fn pump(&mut self, topic: TopicKey) {
         // The common case after every message: nothing new is contiguous and there is room,
         // so the pump would stop at once without doing anything.
-        if self.events.len() + 2 < self.events.capacity()
+        if self.room_to_show()
             && self
                 .topics
                 .get(usize::from(topic))
@@ -517,7 +510,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     fn pump_released(&mut self, topic: TopicKey) {
         let mut added = false;
         loop {
-            if self.events.len() + 2 >= self.events.capacity() {
+            if !self.room_to_show() {
                 // Messages that became contiguous may wait here: poll_event resumes.
                 self.pump_stalled = true;
                 break;
@@ -585,7 +578,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     pub(super) fn pump_all(&mut self) {
         self.pump_stalled = false;
         for i in 0..self.topics.len() {
-            if self.events.len() + 2 >= self.events.capacity() {
+            if !self.room_to_show() {
                 self.pump_stalled = true;
                 return;
             }

@@ -816,7 +816,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
                     at = earliest(at, Some(until));
                 }
             }
-            if self.input_stalled && self.events.capacity() - self.events.len() > EVENT_SLACK {
+            if self.input_stalled && self.room_for_frames() {
                 at = earliest(at, Some(self.last_now));
             }
         }
@@ -832,6 +832,23 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
         return self.copy_frames;
         #[cfg(not(test))]
         false
+    }
+
+    /// The event queue has room to show one more message: its `MessageAdded` and the
+    /// `UnreadChanged` that may follow.
+    fn room_to_show(&self) -> bool {
+        self.events.len() + 2 < self.events.capacity()
+    }
+
+    /// The event queue has room for what one more frame can cause ([`EVENT_SLACK`]).
+    fn room_for_frames(&self) -> bool {
+        self.events.capacity() - self.events.len() > EVENT_SLACK
+    }
+
+    /// Where [`Self::pub_slots`] keeps the hint for request `req`.
+    #[cfg(not(feature = "small"))]
+    fn pub_slot_index(req: ReqId) -> Option<usize> {
+        (req as usize).checked_rem(O)
     }
 
     fn advance(&mut self, now: Instant) {
@@ -924,10 +941,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
             _ => EngineError::Busy,
         })?;
         #[cfg(not(feature = "small"))]
-        if let Some(hint) = (req as usize)
-            .checked_rem(O)
-            .and_then(|i| self.pub_slots.get_mut(i))
-        {
+        if let Some(hint) = Self::pub_slot_index(req).and_then(|i| self.pub_slots.get_mut(i)) {
             *hint = Some((req, slot));
         }
         #[cfg(feature = "small")]
@@ -939,9 +953,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     /// was queued if that still holds it, else by id.
     fn find_pub(&self, req: ReqId, id: &MsgId) -> Option<Slot> {
         #[cfg(not(feature = "small"))]
-        if let Some(Some((r, slot))) = (req as usize)
-            .checked_rem(O)
-            .and_then(|i| self.pub_slots.get(i))
+        if let Some(Some((r, slot))) = Self::pub_slot_index(req).and_then(|i| self.pub_slots.get(i))
             && *r == req
             && self.pool.get(*slot).is_some_and(|e| e.id == *id)
         {
@@ -1029,7 +1041,7 @@ impl<const N: usize, const C: usize, const T: usize, const O: usize, const F: us
     }
 
     fn report_give_ups(&mut self, now: Instant) {
-        while self.events.len() + 2 < self.events.capacity() {
+        while self.room_to_show() {
             let Some(g) = self.outbox.poll_gave_up(now, &self.cfg.outbox) else {
                 break;
             };
