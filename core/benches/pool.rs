@@ -10,69 +10,11 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kefu_core::id::MsgId;
-use kefu_core::pool::{FailReason, MessageState, OrderKey, Pool, TopicKey};
+use kefu_core::pool::{MessageState, OrderKey, Pool, TopicKey};
 
-const N: usize = 1024;
-const TOPICS: usize = 8;
+mod steady;
 
-fn id(n: u64) -> MsgId {
-    // Like a real id: a timestamp up front, random-looking bits behind.
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&(1_790_000_000_000 + n).to_be_bytes());
-    b[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
-    MsgId::from_bytes(b)
-}
-
-/// Incoming messages: message `n` goes to a pseudo-random one of `topics` topics, at that
-/// topic's next seq.
-struct Feed {
-    n: u64,
-    topics: usize,
-    last_seq: [u64; TOPICS],
-}
-
-impl Feed {
-    fn new(topics: usize) -> Self {
-        Feed {
-            n: 0,
-            topics: topics.clamp(1, TOPICS),
-            last_seq: [0; TOPICS],
-        }
-    }
-
-    fn next(&mut self) -> (MsgId, TopicKey, OrderKey) {
-        let n = self.n;
-        self.n += 1;
-        let t = ((n.wrapping_mul(0xD1B5_4A32_D192_ED03) >> 32) % self.topics as u64) as usize;
-        self.last_seq[t] += 1;
-        (id(n), t as TopicKey, OrderKey::stored(self.last_seq[t]))
-    }
-}
-
-/// A full pool in steady state (it has already evicted a pool's worth), and the feed to go on.
-fn full_pool<T: Clone>(topics: usize, payload: T) -> (Box<Pool<T, N>>, Feed) {
-    let mut pool: Box<Pool<T, N>> = Box::default();
-    let failed = MessageState::Failed(FailReason::TimedOut);
-    for t in 0..topics {
-        let key = OrderKey::pending(0, 1);
-        pool.insert(
-            id(1 << 40 | t as u64),
-            t as TopicKey,
-            key,
-            failed,
-            payload.clone(),
-        )
-        .unwrap();
-    }
-    let mut feed = Feed::new(topics);
-    for _ in 0..2 * N {
-        let (id, topic, key) = feed.next();
-        pool.insert(id, topic, key, MessageState::Received, payload.clone())
-            .unwrap();
-    }
-    assert_eq!(pool.len(), N);
-    (pool, feed)
-}
+use steady::{N, TOPICS, full_pool, id};
 
 fn insert_evict<T: Clone>(c: &mut Criterion, name: &str, topics: usize, payload: T) {
     let (mut pool, mut feed) = full_pool(topics, payload.clone());
