@@ -110,11 +110,42 @@ fn text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<&'a str, D::Er
     }
 }
 
+/// postcard's slice output, except that a one-byte slice (most varints: postcard writes each
+/// as a slice of 1 to 10 bytes) is stored as one byte, not through a `memcpy` call. Callgrind
+/// on `examples/engine_instructions`: 7,217 -> 7,138 instructions per message, and the
+/// simulated branch mispredictions (most in `memcpy`'s dispatch on the length) 43 -> 28.
+/// (Not in `small` builds: 120 bytes of flash.)
+struct Out<'a>(postcard::ser_flavors::Slice<'a>);
+
+impl<'a> postcard::ser_flavors::Flavor for Out<'a> {
+    type Output = &'a mut [u8];
+
+    #[inline(always)]
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        self.0.try_push(b)
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+        match b {
+            [x] if cfg!(not(feature = "small")) => self.0.try_push(*x),
+            _ => self.0.try_extend(b),
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<Self::Output> {
+        self.0.finalize()
+    }
+}
+
+/// Writes `packet`'s postcard body into `out`; its length.
+fn encode_body<T: serde::Serialize>(packet: &T, out: &mut [u8]) -> postcard::Result<usize> {
+    postcard::serialize_with_flavor(packet, Out(postcard::ser_flavors::Slice::new(out)))
+        .map(|written: &mut [u8]| written.len())
+}
+
 fn encode_frame<T: serde::Serialize>(packet: &T, out: &mut [u8]) -> Result<usize, CodecError> {
-    frame::encode_frame_with(out, |body| {
-        postcard::to_slice(packet, body).map(|written| written.len())
-    })
-    .map_err(|e| match e {
+    frame::encode_frame_with(out, |body| encode_body(packet, body)).map_err(|e| match e {
         EncodeError::Frame(FrameError::BufferTooSmall { .. }) => CodecError::BufferTooSmall,
         EncodeError::Frame(_) => CodecError::Malformed,
         EncodeError::Body(e) => CodecError::from(e),
@@ -142,12 +173,12 @@ pub fn encode_server(packet: &ServerPacket<'_>, out: &mut [u8]) -> Result<usize,
 
 /// Writes only the postcard body of `packet` (no frame) into `out`; returns its length.
 pub fn encode_client_body(packet: &ClientPacket<'_>, out: &mut [u8]) -> Result<usize, CodecError> {
-    Ok(postcard::to_slice(packet, out)?.len())
+    Ok(encode_body(packet, out)?)
 }
 
 /// Writes only the postcard body of `packet` (no frame) into `out`; returns its length.
 pub fn encode_server_body(packet: &ServerPacket<'_>, out: &mut [u8]) -> Result<usize, CodecError> {
-    Ok(postcard::to_slice(packet, out)?.len())
+    Ok(encode_body(packet, out)?)
 }
 
 /// Parses a frame body as a client packet, borrowing from `body`.
@@ -393,6 +424,9 @@ mod tests {
             let mut buf = [0u8; 512];
             let n = encode_client(&p, &mut buf).unwrap();
             let (body, _) = frame::decode_frame(&buf[..n], 512).unwrap();
+            // The output flavor writes exactly postcard's own bytes.
+            let mut plain = [0u8; 512];
+            prop_assert_eq!(body, &*postcard::to_slice(&p, &mut plain).unwrap());
             prop_assert_eq!(decode_client(body).unwrap(), p);
         }
 
@@ -405,7 +439,13 @@ mod tests {
             });
             let mut buf = [0u8; 512];
             let n = encode_server_body(&p, &mut buf).unwrap();
+            let mut plain = [0u8; 512];
+            prop_assert_eq!(&buf[..n], &*postcard::to_slice(&p, &mut plain).unwrap());
             prop_assert_eq!(decode_server(&buf[..n]).unwrap(), p);
+            // Too little room, whether it runs out on a single byte or a longer write.
+            for cut in 0..n {
+                prop_assert_eq!(encode_server_body(&p, &mut buf[..cut]), Err(CodecError::BufferTooSmall));
+            }
         }
 
         #[test]
