@@ -267,10 +267,12 @@ const fn order_slot(o: u32) -> u16 {
     o as u16
 }
 
-/// Hash-table cells per pool slot. At 16 a probe's first cell is empty or the one sought 15
-/// times in 16, so the loop's exit is predicted well; at 8 the pool's 8-topic insert measured
-/// 8% slower, at 4 25% slower, for the branch mispredictions alone (the instruction counts are
-/// within 5%). `small` builds keep 8, for RAM.
+/// Hash-table cells per pool slot. At 16 a probe's first cell is empty or the one sought about
+/// 15 times in 16, so the loop's exit is predicted well. In alternating runs of the pool's
+/// 8-topic insert bench, 8 cells were about 8% slower and 4 cells 25% slower, with instruction
+/// counts within 5% of each other: the difference is mispredicted branches (callgrind's
+/// simulation, which moves with code layout: 1.5-2.3, 2.2-3.1 and 4.9 per insert at 16, 8 and
+/// 4). `small` builds keep 8, for RAM.
 const CELLS_PER_SLOT: usize = if cfg!(feature = "small") { 8 } else { 16 };
 
 /// An open-addressing table of [`CELLS_PER_SLOT`]` * N` cells, each holding a slot number and 16
@@ -1420,9 +1422,6 @@ mod tests {
     std::thread_local! {
         /// How many shifts of the sorted index (memmove calls) this test's thread made.
         pub(super) static SHIFTS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
-    }
-
-    std::thread_local! {
         /// How many topic boundaries this test's thread searched for beyond the window around
         /// their hint.
         pub(super) static SEARCHES: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
