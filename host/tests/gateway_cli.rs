@@ -1,13 +1,98 @@
 //! The `kefu` command's account tools against the real binary: `user add` prints an id that
-//! logs in, refuses a taken name; `device add` prints a token that logs in and fails when
-//! altered; `--no-signup` closes online account creation.
+//! logs in, refuses a taken name, and works when several run at once on one data folder;
+//! `device add` prints a token that logs in and fails when altered; `--no-signup` closes online
+//! account creation.
 
 mod support;
 
 use base64::Engine;
 use kefu_core::proto::{AuthScheme, ClientPacket, Code};
 use kefu_host::gateway::wire::Params;
+use kefu_host::store::Store;
 use support::{Bin, Raw, add_user, kefu};
+
+/// Runs `kefu user add` for each of `logins` as processes all started before any is waited
+/// for, on the data folder `data`; each one's (success, stdout, stderr).
+fn add_users_at_once(data: &str, logins: &[String]) -> Vec<(bool, String, String)> {
+    let children: Vec<_> = logins
+        .iter()
+        .map(|login| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+                .args(["user", "add", login, "--password", "pw-at-once"])
+                .args(["--data", data])
+                .env_remove("KEFU_DATA")
+                .env_remove("KEFU_PASSWORD")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("kefu user add spawns")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("kefu user add ends");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Several `kefu user add` at once on a fresh data folder all race to create the database and
+/// switch it to WAL mode; that switch used to fail now and then with "database is locked"
+/// (SQLite tries its exclusive lock once, without the busy timeout). Rounds of eight at once on
+/// a fresh folder, then eight more at once on the same, now existing, folder: every one
+/// succeeds with its own id, every account is stored under its login and logs in.
+#[tokio::test]
+async fn eight_user_adds_at_once_on_one_folder_all_succeed_and_log_in() {
+    const ROUNDS: usize = 12;
+    const AT_ONCE: usize = 8;
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8");
+        let mut accounts = Vec::new();
+        for wave in ["new", "existing"] {
+            let logins: Vec<String> = (0..AT_ONCE).map(|i| format!("{wave}{i}")).collect();
+            for (login, (ok, id, err)) in logins.iter().zip(add_users_at_once(data, &logins)) {
+                assert!(
+                    ok,
+                    "round {round}: kefu user add {login} on a {wave} folder failed: {err}"
+                );
+                assert!(
+                    id.starts_with("usr"),
+                    "round {round}: {login} printed {id:?}"
+                );
+                accounts.push((login.clone(), id));
+            }
+        }
+        // Listed: each login is stored once, under the id its command printed.
+        let store = kefu_host::gateway::server::open_store(dir.path(), false).expect("open");
+        for (login, id) in &accounts {
+            let user = store.user_by_login(login).await.expect("read");
+            assert_eq!(
+                user.map(|u| u.id).as_ref(),
+                Some(id),
+                "round {round}: {login} is stored with its id"
+            );
+        }
+        store.close().await;
+        // And every account logs in.
+        let gw = Bin::start(dir.path(), &[]).await;
+        for (login, id) in &accounts {
+            let mut c = Raw::connect(gw.tcp).await;
+            c.hi().await;
+            let (code, params) = c.login(login, "pw-at-once").await;
+            assert_eq!(code, Code::OK, "round {round}: {login} logs in");
+            assert!(
+                matches!(&params, Params::Login { user, .. } if user == id),
+                "round {round}: {login} is {id}: {params:?}"
+            );
+        }
+    }
+}
 
 #[tokio::test]
 async fn a_user_added_offline_logs_in_with_the_printed_id_and_a_taken_name_fails() {

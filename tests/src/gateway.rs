@@ -64,8 +64,7 @@ pub struct NewAccount {
     pub agent: bool,
 }
 
-/// Creates `accounts` in `data`, one `kefu user add` at a time (concurrent ones on a fresh
-/// database find it locked); their user ids, in order.
+/// Creates `accounts` in `data`, one `kefu user add` at a time; their user ids, in order.
 pub fn add_users(data: &Path, accounts: &[NewAccount]) -> Vec<String> {
     let data = data.to_str().expect("utf-8 data path");
     accounts

@@ -1,9 +1,11 @@
 //! Scenario 4: the data folder fills up, then turns read-only. The gateway runs on a small
-//! tmpfs mounted in a private mount namespace (`unshare -m`, so the machine's mounts are not
-//! touched; needs root, which CI has). When the disk is full a `pub` is answered with a coded
-//! 503 ("storage full") and never acknowledged, the gateway says so in its log, and when space
-//! returns publishing works again; on a read-only folder the gateway refuses to serve with a
-//! clear error or refuses every `pub` with a coded error. After all of it, every acknowledged
+//! file system mounted in a private mount namespace (`unshare -m`, so the machine's mounts are
+//! not touched; needs root, which CI has): a tmpfs, or an ext4 image on a loop device. When the
+//! disk is full a `pub` is answered with a coded 503 ("storage full") and never acknowledged,
+//! the gateway says so in its log, and when space returns publishing works again; on a folder
+//! that is read-only at start the gateway refuses to serve with a clear error or refuses every
+//! `pub` with a coded error; when the folder turns read-only while the gateway runs, every `pub`
+//! is refused with a 503 saying so while reads go on. After all of it, every acknowledged
 //! message is in the history at its seq, nothing refused was stored, and SQLite's integrity
 //! check passes.
 
@@ -33,10 +35,21 @@ struct Namespace {
 impl Namespace {
     /// Mounts a tmpfs of `size` (e.g. `6m`) at `dir` in a new mount namespace.
     fn tmpfs(dir: &Path, size: &str) -> Namespace {
-        let script = format!(
-            "mount -t tmpfs -o size={size} kefu-e2e {} && echo ready && exec sleep 3600",
-            dir.display()
-        );
+        Namespace::holding(
+            dir,
+            &format!("mount -t tmpfs -o size={size} kefu-e2e {}", dir.display()),
+        )
+    }
+
+    /// Mounts the ext4 file system in `image` at `dir` (through a loop device) in a new mount
+    /// namespace, with `errors=remount-ro`: on an error the kernel turns it read-only.
+    fn ext4(dir: &Path, image: &Path) -> Namespace {
+        Namespace::holding(dir, &ext4_mount(dir, image))
+    }
+
+    /// A process in a new mount namespace that ran `mount` (a shell command), then sleeps.
+    fn holding(dir: &Path, mount: &str) -> Namespace {
+        let script = format!("{mount} && echo ready && exec sleep 3600");
         let mut child = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", &script])
             .stdout(Stdio::piped())
@@ -89,6 +102,58 @@ impl Namespace {
         .arg(&self.dir);
         assert!(cmd.status().expect("mount runs").success(), "remount");
     }
+
+    /// Runs the shell command `script` in the namespace; its exit status, stdout and stderr.
+    fn sh(&self, script: &str) -> (bool, String, String) {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.child.id().to_string(), "-m", "--", "sh", "-c"])
+            .arg(script)
+            .output()
+            .expect("nsenter runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        )
+    }
+
+    /// Has the kernel turn the ext4 file system at `dir` read-only, as it does after an I/O
+    /// error (`errors=remount-ro`): the error is raised through ext4's `trigger_fs_error`.
+    fn ext4_error(&self) {
+        let (ok, dev, err) = self.sh(&format!("findmnt -n -o SOURCE {}", self.dir.display()));
+        assert!(ok, "findmnt: {err}");
+        let name = dev.rsplit('/').next().expect("a device name");
+        std::fs::write(
+            format!("/sys/fs/ext4/{name}/trigger_fs_error"),
+            "kefu-e2e: the data folder turns read-only",
+        )
+        .expect("ext4 takes the error");
+    }
+}
+
+/// The shell command that mounts `image` at `dir` (see [`Namespace::ext4`]).
+fn ext4_mount(dir: &Path, image: &Path) -> String {
+    format!(
+        "mount -o loop,errors=remount-ro {} {}",
+        image.display(),
+        dir.display()
+    )
+}
+
+/// Makes a fresh ext4 image file of `mib` MiB at `image`.
+fn make_ext4(image: &Path, mib: u64) {
+    let f = std::fs::File::create(image).expect("image file");
+    f.set_len(mib << 20).expect("image size");
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(image)
+        .output()
+        .expect("mkfs.ext4 runs");
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Namespace {
@@ -359,4 +424,211 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
     let t = ledger.assert_clean("disk-full");
     assert_eq!(t.sent, sent);
     assert_eq!(t.acked + t.failed, sent);
+}
+
+/// Publishes `ids` one after another on `w` while the data folder is read-only: each must be
+/// refused with a coded 503 that says so, never acknowledged. Recorded as failed in `ledger`.
+async fn refused_while_read_only(w: &mut Raw, topic: &str, ids: Vec<MsgId>, ledger: &Ledger) {
+    for id in ids {
+        ledger.sent(id, "grp", "history");
+        let (code, seq, text) = publish(w, topic, id, b"written into a read-only folder").await;
+        assert_eq!(
+            (code, seq),
+            (Code::UNAVAILABLE, None),
+            "a pub into a read-only folder: {text}"
+        );
+        assert!(
+            text.contains("read-only"),
+            "the refusal says the storage is read-only: {text}"
+        );
+        ledger.failed(id);
+    }
+}
+
+/// `GET path` on the gateway's HTTP port; (status, body).
+async fn http_get(http: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: kefu\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.expect("answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// Scenario 4b: the data folder turns read-only while the gateway runs, with clients connected
+/// and publishing. `mount -o remount,ro` is refused by the kernel while SQLite holds the files
+/// open for writing ("mount point is busy"), so what really happens to a running gateway is the
+/// kernel turning the file system read-only after an error: here an ext4 image mounted with
+/// `errors=remount-ro` through a loop device, in a private mount namespace, and ext4's own
+/// `trigger_fs_error`. From then on every `pub` (and `acc`) is refused with a 503 saying
+/// "read-only", never acknowledged; history reads, logins and the connections go on; the log
+/// and `/healthz` say what is wrong. ext4 keeps such a file system read-only until it is
+/// unmounted (a remount read-write is refused), so recovery is: stop the gateway, repair and
+/// mount the file system again, start the gateway; then publishing works again, every
+/// acknowledged message is in the history at its seq, nothing refused was stored, and SQLite's
+/// integrity check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_turning_read_only_mid_run_refuses_pubs_keeps_serving_and_loses_nothing() {
+    let seed = seed("read-only-mid-run");
+    let mut dice = Dice::new(seed, 1);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let image = tmp.path().join("ext4.img");
+    make_ext4(&image, 64);
+    let ns = Namespace::ext4(&mnt, &image);
+    std::fs::create_dir(ns.path("data")).expect("data folder");
+    let opts = Options {
+        prefix: ns.enter(),
+        log: Some("warn".into()),
+        ..Options::default()
+    };
+    let mut gw = Gateway::start(&mnt.join("data"), tmp.path(), opts).await;
+    let ledger = Ledger::new();
+    let conv = "grp";
+
+    // Two sessions publish into one group; a third reads.
+    let mut w = Raw::tcp(gw.tcp).await;
+    w.hi().await;
+    assert!(matches!(
+        w.acc("writer", PASSWORD).await,
+        Some(Got::Ctrl {
+            code: Code::CREATED,
+            ..
+        })
+    ));
+    let topic = w.new_group().await;
+    let mut w2 = Raw::tcp(gw.tcp).await;
+    w2.session("writer", PASSWORD).await;
+    let mut r = Raw::tcp(gw.tcp).await;
+    r.session("writer", PASSWORD).await;
+    for i in 0..20 {
+        let id = new_id(&mut dice);
+        ledger.sent(id, conv, "history");
+        let c = if i % 2 == 0 { &mut w } else { &mut w2 };
+        let (code, seq, text) = publish(c, &topic, id, b"before").await;
+        assert_eq!(code, Code::ACCEPTED, "{text}");
+        ledger.acked(id, seq.expect("seq"));
+    }
+
+    // The kernel turns the file system read-only under the running gateway.
+    ns.ext4_error();
+    let ids: Vec<MsgId> = (0..40).map(|_| new_id(&mut dice)).collect();
+    let (first, second) = ids.split_at(20);
+    tokio::join!(
+        refused_while_read_only(&mut w, &topic, first.to_vec(), &ledger),
+        refused_while_read_only(&mut w2, &topic, second.to_vec(), &ledger),
+    );
+    let mut newcomer = Raw::tcp(gw.tcp).await;
+    newcomer.hi().await;
+    match newcomer.acc("newcomer", PASSWORD).await {
+        Some(Got::Ctrl {
+            code: Code::UNAVAILABLE,
+            text,
+            ..
+        }) => assert!(text.contains("read-only"), "acc: {text}"),
+        other => panic!("acc into a read-only folder: {other:?}"),
+    }
+    // Reads are served from what is stored, to every connection; logins work.
+    assert_eq!(r.latest(&topic).await, 20, "the latest seq is still 20");
+    let history = r.history(&topic, 20).await;
+    ledger.check_history(conv, &history, 20);
+    assert_eq!(
+        w.latest(&topic).await,
+        20,
+        "the refused publisher is served"
+    );
+    assert_eq!(w2.latest(&topic).await, 20, "so is the other one");
+    let mut late = Raw::tcp(gw.tcp).await;
+    late.session("writer", PASSWORD).await;
+    assert_eq!(late.history(&topic, 20).await, history);
+    // The gateway says what is wrong, once in its log and in /healthz.
+    let (status, body) = http_get(gw.http, "/healthz").await;
+    assert_eq!(status, 503, "unhealthy while read-only: {body}");
+    assert!(body.contains("read-only"), "/healthz says why: {body}");
+    let log = gw.log();
+    assert!(
+        log.contains("storage is read-only"),
+        "the gateway logs the read-only folder:\n{log}"
+    );
+    println!(
+        "[read-only-mid-run] 40 pubs and an acc refused with 503; reads served; /healthz: {}",
+        body.trim()
+    );
+
+    // Recovery: the gateway stops cleanly; the file system is checked and mounted again.
+    drop((w, w2, r, late, newcomer));
+    assert!(
+        gw.stop().await,
+        "the gateway stops cleanly on a read-only folder"
+    );
+    let dir = mnt.display();
+    let (ok, _, err) = ns.sh(&format!("umount {dir}"));
+    assert!(ok, "umount: {err}");
+    let fsck = Command::new("e2fsck")
+        .arg("-fy")
+        .arg(&image)
+        .output()
+        .expect("e2fsck runs");
+    // 0: clean; 1: errors corrected (the error ext4 was told about marks it for a check).
+    assert!(
+        matches!(fsck.status.code(), Some(0 | 1)),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let (ok, _, err) = ns.sh(&ext4_mount(&mnt, &image));
+    assert!(ok, "mount again: {err}");
+    gw.restart().await;
+    let mut w = Raw::tcp(gw.tcp).await;
+    w.session("writer", PASSWORD).await;
+    for _ in 0..20 {
+        let id = new_id(&mut dice);
+        ledger.sent(id, conv, "history");
+        let (code, seq, text) = publish(&mut w, &topic, id, b"after").await;
+        assert_eq!(code, Code::ACCEPTED, "publishing works again: {text}");
+        ledger.acked(id, seq.expect("seq"));
+    }
+    let (status, body) = http_get(gw.http, "/healthz").await;
+    assert_eq!(status, 200, "healthy again: {body}");
+
+    // Everything acknowledged is there, at its seq, once; nothing refused was stored.
+    let latest = w.latest(&topic).await;
+    assert_eq!(latest, 40, "the refused pubs took no seq");
+    let history = w.history(&topic, latest).await;
+    ledger.check_history(conv, &history, latest);
+    for (id, seq) in &history {
+        ledger.delivered("history", *id, *seq);
+    }
+    assert!(
+        ids.iter().all(|id| history.iter().all(|(h, _)| h != id)),
+        "refused pubs are not stored"
+    );
+    drop(w);
+    assert!(gw.stop().await, "the gateway stops cleanly");
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).expect("copy folder");
+    for f in ["kefu.db", "kefu.db-wal"] {
+        if ns.path(&format!("data/{f}")).exists() {
+            std::fs::copy(ns.path(&format!("data/{f}")), copy.join(f)).expect("copy");
+        }
+    }
+    let db = rusqlite::Connection::open(copy.join("kefu.db")).expect("open the database");
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .expect("integrity check");
+    assert_eq!(check, "ok", "the database is intact");
+    let t = ledger.assert_clean("read-only-mid-run");
+    assert_eq!((t.sent, t.acked, t.failed), (80, 40, 40));
 }

@@ -309,8 +309,9 @@ pub trait Store: Send + Sync + 'static {
         hard: bool,
         user: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Why the store cannot take writes any more (a failed disk sync), if it cannot: the
-    /// gateway reports itself unhealthy so that it gets restarted. `None` while healthy.
+    /// Why the store cannot take writes (a failed disk sync, until restarted; a read-only data
+    /// folder, while it lasts), if it cannot: the gateway reports itself unhealthy. `None`
+    /// while healthy.
     fn fault(&self) -> Option<String> {
         None
     }

@@ -12,6 +12,7 @@
 //! | `writer` | the writer thread: batches, savepoints, group commit |
 //! | `syncer` | the syncer thread: syncs the WAL, then answers the batches it covers |
 //! | `checkpoint` | the checkpointer thread: WAL back into the database, off the commit path |
+//! | `readonly` | tells write failures on a read-only data folder apart from other errors |
 //! | `reader` | the reader pool |
 //! | `ops` | the write commands' SQL |
 //! | `rows` | the read queries and row decoding |
@@ -19,6 +20,7 @@
 mod checkpoint;
 mod ops;
 mod reader;
+mod readonly;
 mod rows;
 mod schema;
 mod syncer;
@@ -116,6 +118,8 @@ struct Inner {
     counters: Arc<Counters>,
     /// Set by the syncer when a sync failed (see `syncer`).
     broken: Arc<AtomicBool>,
+    /// Set by the writer while writes fail on a read-only data folder (see `readonly`).
+    read_only: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -152,6 +156,7 @@ impl SqliteStore {
         let (rtx, rrx) = mpsc::channel::<ReadJob>();
         let rrx = Arc::new(Mutex::new(rrx));
         let broken = Arc::new(AtomicBool::new(false));
+        let read_only = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let spawned = (|| {
             let syncer = match cfg.sync {
@@ -169,6 +174,7 @@ impl SqliteStore {
                 syncer,
                 checkpointer: nudge_tx,
                 broken: Arc::clone(&broken),
+                read_only: readonly::ReadOnlyWatch::new(path, Arc::clone(&read_only)),
             };
             let c = Arc::clone(&counters);
             threads.push(spawn("kefu-store-writer".into(), move || {
@@ -192,6 +198,7 @@ impl SqliteStore {
             threads: Mutex::new(threads),
             counters,
             broken,
+            read_only,
         };
         // On failure, dropping `inner` stops the threads already started.
         spawned.map(|()| SqliteStore {
@@ -425,10 +432,13 @@ impl Store for SqliteStore {
     }
 
     fn fault(&self) -> Option<String> {
-        self.inner
-            .broken
-            .load(Ordering::SeqCst)
-            .then(|| writer::BROKEN.to_owned())
+        if self.inner.broken.load(Ordering::SeqCst) {
+            Some(writer::BROKEN.to_owned())
+        } else if self.inner.read_only.load(Ordering::SeqCst) {
+            Some(readonly::READ_ONLY.to_owned())
+        } else {
+            None
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! mapping of SQLite errors to [`StoreError`], and the text forms of stored enums.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
@@ -129,20 +129,44 @@ pub(super) fn connect(path: &Path) -> StoreResult<Connection> {
         .map_err(map)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(map)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(map)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Failed(format!(
-            "journal_mode is {mode}, WAL refused"
-        )));
-    }
+    set_wal(&conn)?;
     // Commits never sync by themselves: the syncer thread syncs the WAL for a durable store
     // (see `syncer`). Checkpoints still sync the WAL before and the database after copying.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(map)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Puts the database of `conn` in WAL mode (a no-op once it is).
+///
+/// While a new database file still has its rollback journal, another connection may hold its
+/// write (RESERVED) lock: another process in the middle of its own switch to WAL (several
+/// `kefu user add` at once on a fresh data folder, or one beside a starting gateway). SQLite
+/// then answers the switch with SQLITE_BUSY ("database is locked") at once, without calling the
+/// busy handler, although `busy_timeout` is set. So a busy answer is tried again, pausing a
+/// little longer each time, until [`BUSY_TIMEOUT`] has passed; then the error stands.
+fn set_wal(conn: &Connection) -> StoreResult<()> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(StoreError::Failed(format!(
+                    "journal_mode is {mode}, WAL refused"
+                )));
+            }
+            Err(e)
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(64));
+            }
+            Err(e) => return Err(map(e)),
+        }
+    }
 }
 
 /// Brings the schema of `conn` to [`VERSION`]; refuses a database from a newer version.

@@ -57,6 +57,13 @@ fn sync(wal: &Path, file: &mut Option<File>) -> Result<(), StoreError> {
             StoreError::Failed(format!("cannot open {} to sync it: {e}", wal.display()))
         })?),
     };
-    f.sync_data()
-        .map_err(|e| StoreError::Failed(format!("syncing {} failed: {e}", wal.display())))
+    f.sync_data().map_err(|e| {
+        let why = format!("syncing {} failed: {e}", wal.display());
+        // Still a failed sync (the store stays broken), but its answers say why.
+        if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+            StoreError::ReadOnly(why)
+        } else {
+            StoreError::Failed(why)
+        }
+    })
 }

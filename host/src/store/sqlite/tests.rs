@@ -777,3 +777,43 @@ async fn a_store_that_cannot_sync_refuses_writes_instead_of_acknowledging_them()
     assert!(other.fault().is_some_and(|why| why.contains("restart")));
     assert_eq!(s.fault(), None, "the store that synced is healthy");
 }
+
+/// Another process is writing to a new database file (holding SQLite's RESERVED lock, as one
+/// does while it switches the file to WAL mode) just when this one opens it and switches it
+/// too. SQLite answers that switch with "database is locked" at once, without the busy
+/// timeout, so the open used to fail (seen with several `kefu user add` at once on a fresh
+/// data folder); now it tries again until the writer is done.
+#[test]
+fn opening_a_new_database_that_another_connection_is_writing_waits_instead_of_failing() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("kefu.db");
+    let (holding_tx, holding_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let mode: String = c
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            holding_tx.send(mode).unwrap();
+            // The lock is held until the transaction ends.
+            std::thread::sleep(Duration::from_millis(300));
+            c.execute_batch("COMMIT").unwrap();
+        })
+    };
+    assert_eq!(
+        holding_rx.recv().unwrap(),
+        "delete",
+        "a new file, still with a rollback journal"
+    );
+    let opened = SqliteStore::open(&path, fast());
+    assert!(opened.is_ok(), "the open waits for the writer: {opened:?}");
+    writer.join().unwrap();
+    drop(opened);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}

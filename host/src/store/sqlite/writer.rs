@@ -14,13 +14,15 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::Counters;
+use super::readonly::ReadOnlyWatch;
 use super::schema::{copy_error, map};
 use crate::store::{StoreError, StoreResult};
 
 /// A write command queued for the writer thread.
 pub(super) trait WriteJob: Send {
-    /// Runs the command inside the open transaction; the answer waits for the commit.
-    fn run(self: Box<Self>, conn: &Connection) -> Ran;
+    /// Runs the command inside the open transaction; the answer waits for the commit. A
+    /// failure is told apart from a read-only folder by `watch`.
+    fn run(self: Box<Self>, conn: &Connection, watch: &ReadOnlyWatch) -> Ran;
     /// Answers without running: the batch failed before this command's turn.
     fn fail(self: Box<Self>, err: StoreError);
     /// Whether this is an append (see [`Op::append`]).
@@ -59,9 +61,9 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Ran {
+    fn run(self: Box<Self>, conn: &Connection, watch: &ReadOnlyWatch) -> Ran {
         let Op { f, tx, append } = *self;
-        let result = f(conn);
+        let result = f(conn).map_err(|e| watch.classify(e));
         Ran {
             err: result.as_ref().err().map(copy_error),
             append,
@@ -117,6 +119,8 @@ pub(super) struct Outlets {
     pub(super) checkpointer: SyncSender<()>,
     /// Set by the syncer when a sync failed: every later batch is refused.
     pub(super) broken: Arc<AtomicBool>,
+    /// Tells failures on a read-only folder apart (and reports them).
+    pub(super) read_only: ReadOnlyWatch,
 }
 
 /// Runs the writer until every sender is gone and the queue is drained, then closes `conn`.
@@ -143,7 +147,7 @@ pub(super) fn run(
             }
             continue;
         }
-        let Some(ran) = run_batch(&conn, &mut batch, &counters) else {
+        let Some(ran) = run_batch(&conn, &mut batch, &counters, &outlets.read_only) else {
             continue;
         };
         match &outlets.syncer {
@@ -169,15 +173,18 @@ pub(super) fn run(
 }
 
 /// Runs one batch in one transaction. Committed: its commands' held answers, to send once the
-/// commit is durable. Failed as a whole: `None`, every command answered with the error.
+/// commit is durable. Failed as a whole: `None`, every command answered with the error (a
+/// [`StoreError::ReadOnly`] if `watch` finds the folder read-only).
 fn run_batch(
     conn: &Connection,
     batch: &mut Vec<Box<dyn WriteJob>>,
     counters: &Counters,
+    watch: &ReadOnlyWatch,
 ) -> Option<Vec<Ran>> {
+    watch.new_batch();
     let mut jobs = batch.drain(..);
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        let e = map(e);
+        let e = watch.classify(map(e));
         for job in jobs {
             job.fail(copy_error(&e));
         }
@@ -189,12 +196,12 @@ fn run_batch(
     for job in jobs.by_ref() {
         let own_savepoint = !job.is_append();
         if own_savepoint && let Err(e) = exec(conn, "SAVEPOINT cmd") {
-            let e = map(e);
+            let e = watch.classify(map(e));
             job.fail(copy_error(&e));
             abort = Some(e);
             break;
         }
-        let done = job.run(conn);
+        let done = job.run(conn, watch);
         let ok = done.err.is_none();
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (it may do so on SQLITE_FULL or an
@@ -215,16 +222,17 @@ fn run_batch(
             exec(conn, "ROLLBACK TO cmd").and_then(|()| exec(conn, "RELEASE cmd"))
         };
         if let Err(e) = end {
-            abort = Some(map(e));
+            abort = Some(watch.classify(map(e)));
             break;
         }
     }
     let outcome = match abort {
         Some(e) => Err(e),
-        None => exec(conn, "COMMIT").map_err(map),
+        None => exec(conn, "COMMIT").map_err(|e| watch.classify(map(e))),
     };
     match outcome {
         Ok(()) => {
+            watch.committed();
             counters.commits.fetch_add(1, Ordering::Relaxed);
             let appends = ran.iter().filter(|r| r.append && r.err.is_none()).count();
             counters
