@@ -408,8 +408,16 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
     assert_eq!(stored_refused, 0, "refused pubs are not stored");
     drop(r);
     assert!(gw.stop().await, "the gateway stops cleanly");
-    // A copy of the stopped gateway's files, read outside the namespace.
-    let copy = tmp.path().join("copy");
+    assert_intact(&ns, tmp.path());
+    let t = ledger.assert_clean("disk-full");
+    assert_eq!(t.sent, sent);
+    assert_eq!(t.acked + t.failed, sent);
+}
+
+/// SQLite's integrity check passes on a copy (in `scratch`) of the stopped gateway's database,
+/// read outside the namespace.
+fn assert_intact(ns: &Namespace, scratch: &Path) {
+    let copy = scratch.join("copy");
     std::fs::create_dir(&copy).expect("copy folder");
     for f in ["kefu.db", "kefu.db-wal"] {
         if ns.path(&format!("data/{f}")).exists() {
@@ -421,9 +429,6 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .expect("integrity check");
     assert_eq!(check, "ok", "the database is intact");
-    let t = ledger.assert_clean("disk-full");
-    assert_eq!(t.sent, sent);
-    assert_eq!(t.acked + t.failed, sent);
 }
 
 /// Publishes `ids` one after another on `w` while the data folder is read-only: each must be
@@ -617,18 +622,7 @@ async fn a_folder_turning_read_only_mid_run_refuses_pubs_keeps_serving_and_loses
     );
     drop(w);
     assert!(gw.stop().await, "the gateway stops cleanly");
-    let copy = tmp.path().join("copy");
-    std::fs::create_dir(&copy).expect("copy folder");
-    for f in ["kefu.db", "kefu.db-wal"] {
-        if ns.path(&format!("data/{f}")).exists() {
-            std::fs::copy(ns.path(&format!("data/{f}")), copy.join(f)).expect("copy");
-        }
-    }
-    let db = rusqlite::Connection::open(copy.join("kefu.db")).expect("open the database");
-    let check: String = db
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .expect("integrity check");
-    assert_eq!(check, "ok", "the database is intact");
+    assert_intact(&ns, tmp.path());
     let t = ledger.assert_clean("read-only-mid-run");
     assert_eq!((t.sent, t.acked, t.failed), (80, 40, 40));
 }
