@@ -216,16 +216,7 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
     let ledger = Ledger::new();
     let conv = "grp";
 
-    let mut w = Raw::tcp(gw.tcp).await;
-    w.hi().await;
-    assert!(matches!(
-        w.acc("writer", PASSWORD).await,
-        Some(Got::Ctrl {
-            code: Code::CREATED,
-            ..
-        })
-    ));
-    let topic = w.new_group().await;
+    let (mut w, topic) = writer_in_a_new_group(gw.tcp).await;
     let content = vec![b'k'; 2048];
     let mut refused = Vec::new();
     let mut sent = 0u64;
@@ -414,6 +405,21 @@ async fn a_full_or_read_only_disk_refuses_with_a_code_and_loses_nothing() {
     assert_eq!(t.acked + t.failed, sent);
 }
 
+/// A new account "writer" on the gateway at `tcp`, in a session, and the group it just created.
+async fn writer_in_a_new_group(tcp: std::net::SocketAddr) -> (Raw, String) {
+    let mut w = Raw::tcp(tcp).await;
+    w.hi().await;
+    assert!(matches!(
+        w.acc("writer", PASSWORD).await,
+        Some(Got::Ctrl {
+            code: Code::CREATED,
+            ..
+        })
+    ));
+    let topic = w.new_group().await;
+    (w, topic)
+}
+
 /// SQLite's integrity check passes on a copy (in `scratch`) of the stopped gateway's database,
 /// read outside the namespace.
 fn assert_intact(ns: &Namespace, scratch: &Path) {
@@ -505,16 +511,7 @@ async fn a_folder_turning_read_only_mid_run_refuses_pubs_keeps_serving_and_loses
     let conv = "grp";
 
     // Two sessions publish into one group; a third reads.
-    let mut w = Raw::tcp(gw.tcp).await;
-    w.hi().await;
-    assert!(matches!(
-        w.acc("writer", PASSWORD).await,
-        Some(Got::Ctrl {
-            code: Code::CREATED,
-            ..
-        })
-    ));
-    let topic = w.new_group().await;
+    let (mut w, topic) = writer_in_a_new_group(gw.tcp).await;
     let mut w2 = Raw::tcp(gw.tcp).await;
     w2.session("writer", PASSWORD).await;
     let mut r = Raw::tcp(gw.tcp).await;
