@@ -2,7 +2,8 @@
 //! (binary frames over TCP and WebSocket, Tinode JSON over WebSocket), requests before login,
 //! forged and expired tokens, other users' topics, a flood and a client that never reads. Each
 //! gets its coded error or a closed connection, while a bystander pair chats throughout; at the
-//! end the bystanders' ledger is clean and their stored history complete.
+//! end the bystanders' ledger is clean and their stored history complete. The client that never
+//! reads is stopped being read, and the gateway's memory does not grow with its answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -599,6 +600,10 @@ async fn every_bad_input_gets_its_code_or_a_close_and_bystanders_lose_nothing() 
     cases += 11;
 
     // --- A client that never reads --------------------------------------------------------
+    // It asks far more than the socket buffers between it and the gateway can hold answers
+    // for: the gateway must stop reading it, not queue the answers in its own memory.
+    let pid = gw.pid().expect("the gateway runs");
+    let rss_before = rss_kib(pid);
     let mut slow = Raw::tcp(gw.tcp).await;
     slow.session("carol", PASSWORD).await;
     let id = slow.next_id();
@@ -611,16 +616,32 @@ async fn every_bad_input_gets_its_code_or_a_close_and_bystanders_lose_nothing() 
         .iter()
         .copied()
         .cycle()
-        .take(ask.len() * 20_000)
+        .take(ask.len() * ASKS_UNREAD)
         .collect();
     let writer = tokio::spawn(async move {
         // Writes until the gateway stops reading (never reading its answers).
-        let _ = tokio::time::timeout(Duration::from_secs(5), slow.send_bytes(&many)).await;
-        slow
+        let all_written = tokio::time::timeout(Duration::from_secs(5), slow.send_bytes(&many))
+            .await
+            .is_ok();
+        (slow, all_written)
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut probe = Raw::tcp(gw.tcp).await;
     probe.session("eve", PASSWORD).await;
+    let (slow, all_written) = writer.await.expect("the slow writer ran");
+    let rss_after = rss_kib(pid);
+    println!(
+        "[bad-input] a client asked {ASKS_UNREAD} times without reading (all written: \
+         {all_written}); gateway memory {rss_before} -> {rss_after} KiB"
+    );
+    assert!(
+        !all_written,
+        "the gateway kept reading a client that reads none of its answers"
+    );
+    assert!(
+        rss_after < rss_before + RSS_GROWTH_KIB,
+        "the gateway holds a non-reading client's answers in memory: {rss_before} -> {rss_after} KiB"
+    );
     cases += 1;
 
     // --- The bystanders saw nothing of it -------------------------------------------------
@@ -650,7 +671,7 @@ async fn every_bad_input_gets_its_code_or_a_close_and_bystanders_lose_nothing() 
             .expect("bystander ends")
             .expect("bystander ran");
     }
-    drop(writer);
+    drop(slow);
     sdk::check_histories(gw.tcp, &pairs, &ledger).await;
     let t = ledger.assert_clean("bad-input");
     assert!(t.acked > 0);
@@ -661,6 +682,23 @@ async fn every_bad_input_gets_its_code_or_a_close_and_bystanders_lose_nothing() 
     );
     println!("[bad-input] {cases} hostile cases answered; bystanders: {t}");
     assert!(gw.stop().await, "the gateway stops cleanly");
+}
+
+/// How many requests the non-reading client sends: answered in full, they would be tens of
+/// MiB, far more than the loopback socket buffers hold.
+const ASKS_UNREAD: usize = 400_000;
+
+/// How much the gateway's resident memory may grow while that client does not read.
+const RSS_GROWTH_KIB: u64 = 32 * 1024;
+
+/// The resident memory of process `pid`, in KiB (`VmRSS` in `/proc/<pid>/status`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in the process status")
 }
 
 /// CRC-8/SMBUS, the frame header check.
