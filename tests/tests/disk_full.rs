@@ -565,6 +565,12 @@ async fn a_folder_turning_read_only_mid_run_refuses_pubs_keeps_serving_and_loses
         log.contains("storage is read-only"),
         "the gateway logs the read-only folder:\n{log}"
     );
+    // Forty refusals in a few seconds: their warning is logged once, not forty times.
+    let warned = log.matches("append failed").count();
+    assert!(
+        (1..=2).contains(&warned),
+        "refused appends are logged at most every 10 s ({warned} lines):\n{log}"
+    );
     println!(
         "[read-only-mid-run] 40 pubs and an acc refused with 503; reads served; /healthz: {}",
         body.trim()

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod server;
 pub mod session;
 pub mod tcp;
+pub mod throttle;
 pub mod wire;
 
 pub use config::GatewayConfig;
