@@ -1621,6 +1621,13 @@ mod tests {
         assert!(t1.is_empty(), "topic 1 was evicted in its turn");
     }
 
+    /// The first `n` seqs of topic 0 whose (topic, seq) tags share seq 1's home cell in a
+    /// 4-slot pool's table.
+    fn seqs_sharing_a_home(n: usize) -> Vec<u64> {
+        let home = |s: u64| Table::<4>::home(seq_tag(0, s));
+        (1..).filter(|&s| home(s) == home(1)).take(n).collect()
+    }
+
     #[test]
     fn a_message_filed_in_the_probe_run_its_victim_leaves_is_still_found() {
         // Five ids and five seqs whose tags share one home cell in a 4-slot pool: the fifth
@@ -1632,11 +1639,7 @@ mod tests {
             .filter(|&n| home_of(n) == home_of(0))
             .take(5)
             .collect();
-        let seq_home = |s: u64| Table::<4>::home(seq_tag(0, s));
-        let seqs: Vec<u64> = (1..)
-            .filter(|&s| seq_home(s) == seq_home(1))
-            .take(5)
-            .collect();
+        let seqs = seqs_sharing_a_home(5);
         let mut pool: Pool<(), 4> = Pool::new();
         for (&n, &seq) in ids.iter().zip(&seqs) {
             pool.insert(id(n), 0, OrderKey::stored(seq), RECV, ())
@@ -1654,11 +1657,7 @@ mod tests {
     fn a_stored_message_confirmed_again_at_a_seq_in_the_same_probe_run_is_found_there() {
         // Its old (topic, seq) cell leaves the run's start before the new one is filed, so
         // the new one goes where a fresh probe ends, not where the duplicate check's ended.
-        let seq_home = |s: u64| Table::<4>::home(seq_tag(0, s));
-        let seqs: Vec<u64> = (1..)
-            .filter(|&s| seq_home(s) == seq_home(1))
-            .take(4)
-            .collect();
+        let seqs = seqs_sharing_a_home(4);
         let mut pool: Pool<(), 4> = Pool::new();
         for (n, &seq) in seqs.iter().take(3).enumerate() {
             pool.insert(id(n as u32), 0, OrderKey::stored(seq), RECV, ())

@@ -9,7 +9,7 @@ use base64::Engine;
 use kefu_core::proto::{AuthScheme, ClientPacket, Code};
 use kefu_host::gateway::wire::Params;
 use kefu_host::store::Store;
-use support::{Bin, Raw, add_user, kefu};
+use support::{Bin, Raw, add_user, kefu, kefu_command, outcome};
 
 /// Runs `kefu user add` for each of `logins` as processes all started before any is waited
 /// for, on the data folder `data`; each one's (success, stdout, stderr).
@@ -17,27 +17,24 @@ fn add_users_at_once(data: &str, logins: &[String]) -> Vec<(bool, String, String
     let children: Vec<_> = logins
         .iter()
         .map(|login| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
-                .args(["user", "add", login, "--password", "pw-at-once"])
-                .args(["--data", data])
-                .env_remove("KEFU_DATA")
-                .env_remove("KEFU_PASSWORD")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("kefu user add spawns")
+            kefu_command(&[
+                "user",
+                "add",
+                login,
+                "--password",
+                "pw-at-once",
+                "--data",
+                data,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kefu user add spawns")
         })
         .collect();
     children
         .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().expect("kefu user add ends");
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            )
-        })
+        .map(|c| outcome(c.wait_with_output().expect("kefu user add ends")))
         .collect()
 }
 

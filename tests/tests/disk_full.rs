@@ -62,7 +62,7 @@ impl Namespace {
         assert_eq!(
             line.trim(),
             "ready",
-            "the tmpfs is mounted in its namespace"
+            "the file system is mounted in its namespace"
         );
         Namespace {
             child,
@@ -70,7 +70,7 @@ impl Namespace {
         }
     }
 
-    /// `path` (inside the tmpfs) as the test sees it, through the holder's root.
+    /// `path` (inside the mounted file system) as the test sees it, through the holder's root.
     fn path(&self, rel: &str) -> PathBuf {
         let inside = self.dir.join(rel);
         PathBuf::from(format!(
@@ -89,18 +89,9 @@ impl Namespace {
 
     /// Remounts the tmpfs read-only (`true`) or read-write.
     fn remount(&self, ro: bool) {
-        let mut cmd = Command::new("nsenter");
-        cmd.args([
-            "-t",
-            &self.child.id().to_string(),
-            "-m",
-            "--",
-            "mount",
-            "-o",
-        ])
-        .arg(if ro { "remount,ro" } else { "remount,rw" })
-        .arg(&self.dir);
-        assert!(cmd.status().expect("mount runs").success(), "remount");
+        let how = if ro { "remount,ro" } else { "remount,rw" };
+        let (ok, _, err) = self.sh(&format!("mount -o {how} {}", self.dir.display()));
+        assert!(ok, "remount: {err}");
     }
 
     /// Runs the shell command `script` in the namespace; its exit status, stdout and stderr.

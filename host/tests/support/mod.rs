@@ -549,12 +549,21 @@ fn to_out(p: ServerPacket<'_>) -> Out {
 
 /// Runs the `kefu` binary with `args`; (success, stdout, stderr).
 pub fn kefu(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
-        .args(args)
+    outcome(kefu_command(args).output().expect("kefu runs"))
+}
+
+/// The `kefu` command with `args`, not reading the data folder or password from the
+/// environment.
+pub fn kefu_command(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"));
+    cmd.args(args)
         .env_remove("KEFU_DATA")
-        .env_remove("KEFU_PASSWORD")
-        .output()
-        .expect("kefu runs");
+        .env_remove("KEFU_PASSWORD");
+    cmd
+}
+
+/// A finished command's success, stdout and stderr (trimmed).
+pub fn outcome(out: std::process::Output) -> (bool, String, String) {
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_owned(),
