@@ -642,6 +642,26 @@ async fn a_read_only_database_refuses_writes_and_keeps_earlier_data() {
 }
 
 #[tokio::test]
+async fn a_read_only_fault_is_cleared_by_the_next_committed_write() {
+    // The kernel making the folder read-only and then writable again cannot be staged here
+    // without a restart (ext4 stays read-only until unmounted): the writer thread's finding is
+    // set as it would set it, and the next batch that commits must clear it.
+    let dir = TempDir::new().unwrap();
+    let s = fixture(&dir, fast()).await;
+    s.append(msg("t1", 1, "alice")).await.unwrap();
+    assert_eq!(s.fault(), None);
+    s.inner
+        .read_only
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(s.fault().as_deref(), Some(super::readonly::READ_ONLY));
+    // A read commits nothing and leaves the fault standing.
+    assert_eq!(s.messages("t1", 0, 0, 10, None).await.unwrap().len(), 1);
+    assert_eq!(s.fault().as_deref(), Some(super::readonly::READ_ONLY));
+    assert_eq!(s.append(msg("t1", 2, "alice")).await.unwrap().seq, 2);
+    assert_eq!(s.fault(), None, "a committed write clears it");
+}
+
+#[tokio::test]
 async fn opening_a_newer_schema_or_a_missing_folder_fails() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("kefu.db");
