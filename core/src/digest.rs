@@ -10,8 +10,16 @@ use core::fmt;
 
 use crate::id::MsgId;
 
+/// How the digest's CRC is computed: with a 2 KiB table, or bit by bit in `small` builds (on a
+/// microcontroller the table is 2% of the flash, and a digest covers a few hundred bytes when
+/// the gateway asks, not every frame).
+#[cfg(not(feature = "small"))]
+type Table = crc::Table<1>;
+#[cfg(feature = "small")]
+type Table = crc::NoTable;
+
 /// The CRC every digest uses (CRC-64/XZ).
-static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+static CRC64: crc::Crc<u64, Table> = crc::Crc::<u64, Table>::new(&crc::CRC_64_XZ);
 
 /// Summary of a run of (seq, id) pairs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -60,7 +68,7 @@ impl core::error::Error for DigestError {}
 /// Builds a Digest incrementally, pairs pushed in ascending seq order.
 #[derive(Clone)]
 pub struct DigestBuilder {
-    crc: crc::Digest<'static, u64>,
+    crc: crc::Digest<'static, u64, Table>,
     count: u32,
     first_seq: u64,
     last_seq: u64,

@@ -29,7 +29,14 @@ pub const TRAILER_LEN: usize = 4;
 /// Total framing overhead per frame.
 pub const OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
 
-static HEADER_CRC: Crc<u8> = Crc::<u8>::new(&CRC_8_SMBUS);
+/// How the header CRC is computed: with a 256-byte table, or bit by bit in `small` builds (it
+/// covers six bytes).
+#[cfg(not(feature = "small"))]
+type HeaderTable = crc::Table<1>;
+#[cfg(feature = "small")]
+type HeaderTable = crc::NoTable;
+
+static HEADER_CRC: Crc<u8, HeaderTable> = Crc::<u8, HeaderTable>::new(&CRC_8_SMBUS);
 
 /// The body CRC (CRC-32C) on x86-64 and aarch64: the processor's CRC instruction where it has
 /// one (SSE 4.2, ARMv8 CRC; the `crc32c` crate checks at run time), about ten times fewer
