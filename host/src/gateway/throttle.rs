@@ -1,9 +1,14 @@
 //! Rate limiting for log lines that a failing dependency would otherwise repeat once per
-//! request (a full or read-only disk refuses every `pub`): the first line at once, then at most
-//! one per interval, each saying how many were left out since the last.
+//! request (a full or read-only disk refuses every `pub`, every mark, every account): the first
+//! line at once, then at most one per interval, each saying how many were left out since the
+//! last.
 
+use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The interval of the gateway's throttled warnings.
+pub const EVERY: Duration = Duration::from_secs(10);
 
 /// One kind of repeated log line; see the [module docs](self).
 #[derive(Debug)]
@@ -42,7 +47,25 @@ impl Throttle {
             }
         }
     }
+
+    /// Logs the warning `what` with `error`, if [`Throttle::admit`] lets a line through now.
+    pub fn warn(&self, what: &str, error: &dyn Display) {
+        if let Some(left_out) = self.admit(Instant::now()) {
+            tracing::warn!(error = %error, left_out, "{what}");
+        }
+    }
 }
+
+/// Logs the warning `$what` (a literal) with the error `$error` at most every [`EVERY`] for
+/// the place it is written: each use has a [`Throttle`] of its own.
+macro_rules! warn_throttled {
+    ($what:literal, $error:expr) => {{
+        static THROTTLE: $crate::gateway::throttle::Throttle =
+            $crate::gateway::throttle::Throttle::new($crate::gateway::throttle::EVERY);
+        THROTTLE.warn($what, $error);
+    }};
+}
+pub(crate) use warn_throttled;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use crate::gateway::auth::{self, AuthError};
 use crate::gateway::context::now_ms;
 use crate::gateway::hub::SessionLink;
 use crate::gateway::names;
+use crate::gateway::throttle::warn_throttled;
 use crate::gateway::wire::{AuthScheme, Code, Out, Params, PresWhat};
 use crate::store::{NewUser, Role, Store, StoreError, User};
 
@@ -208,7 +209,7 @@ impl<S: Store, C: Conn> Session<S, C> {
     /// Answers a request whose store operation failed: 507-like conditions are 503 (retry
     /// later), anything else 500.
     pub(super) fn store_failed(&mut self, id: u32, topic: &str, e: &StoreError) {
-        tracing::warn!(error = %e, "store operation failed");
+        warn_throttled!("store operation failed", e);
         let code = match e {
             StoreError::Full(_) | StoreError::ReadOnly(_) | StoreError::Closed => Code::UNAVAILABLE,
             StoreError::NotFound(_) => Code::NOT_FOUND,

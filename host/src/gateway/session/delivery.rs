@@ -9,6 +9,7 @@ use kefu_core::delivery::AckOutcome;
 use super::{Conn, End, Session};
 use crate::gateway::hub::Event;
 use crate::gateway::names::{self, Target};
+use crate::gateway::throttle::warn_throttled;
 use crate::gateway::wire::{Code, NoteWhat, Out};
 use crate::model::Message;
 use crate::store::Store;
@@ -43,7 +44,7 @@ impl<S: Store, C: Conn> Session<S, C> {
             let (t, u) = (topic.name.clone(), user.to_string());
             tokio::spawn(async move {
                 if let Err(e) = store.set_marks(&t, &u, read, recv).await {
-                    tracing::warn!(error = %e, "could not store a mark");
+                    warn_throttled!("could not store a mark", &e);
                 }
             });
         }
@@ -150,7 +151,7 @@ impl<S: Store, C: Conn> Session<S, C> {
                     {
                         Ok(m) => m.into_iter().map(Arc::new).collect(),
                         Err(e) => {
-                            tracing::warn!(error = %e, "could not read messages to push");
+                            warn_throttled!("could not read messages to push", &e);
                             return;
                         }
                     }

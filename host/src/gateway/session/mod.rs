@@ -43,6 +43,7 @@ use super::hub::{Event, EventQueue, SessionId, SessionLink, Topic};
 use super::json::JsonCodec;
 use super::metrics::Transport;
 use super::policy::RateLimiter;
+use super::throttle::warn_throttled;
 use super::wire::{Code, Out, Params, Req};
 use crate::store::{Role, Store};
 
@@ -528,7 +529,7 @@ impl<S: Store, C: Conn> Session<S, C> {
             let user = user.clone();
             tokio::spawn(async move {
                 if let Err(e) = store.set_marks(&topic, &user, None, Some(recv)).await {
-                    tracing::warn!(error = %e, "could not store a recv mark");
+                    warn_throttled!("could not store a recv mark", &e);
                 }
             });
         }

@@ -2,20 +2,16 @@
 //! (202 with the seq) is queued when the commit resolves.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kefu_core::id::MsgId;
 
 use super::{Conn, PubDone, Session};
 use crate::gateway::context::now_ms;
-use crate::gateway::throttle::Throttle;
+use crate::gateway::throttle::warn_throttled;
 use crate::gateway::wire::{Code, Head, Out, Params};
 use crate::model::Message;
 use crate::store::{ConsultState, NewMessage, Store, StoreError};
-
-/// A failing store refuses every `pub` alike: its warning is logged at most every 10 s, with
-/// the count of those left out (each is still answered with its code).
-static APPEND_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
 
 impl<S: Store, C: Conn> Session<S, C> {
     pub(super) async fn publish(
@@ -99,9 +95,9 @@ impl<S: Store, C: Conn> Session<S, C> {
                     },
                 },
                 Ok(Err(e)) => {
-                    if let Some(left_out) = APPEND_FAILED.admit(Instant::now()) {
-                        tracing::warn!(error = %e, left_out, "append failed");
-                    }
+                    // A failing store refuses every `pub` alike: logged at most every 10 s, with
+                    // the count left out (each is still answered with its code).
+                    warn_throttled!("append failed", &e);
                     let code = match e {
                         StoreError::NotFound(_) => Code::NOT_FOUND,
                         StoreError::Full(_) | StoreError::ReadOnly(_) | StoreError::Closed => {

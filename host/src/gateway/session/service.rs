@@ -9,6 +9,7 @@ use crate::gateway::context::{Ctx, now_ms};
 use crate::gateway::desk::{Assignment, DeskError};
 use crate::gateway::hub::{Event, Marks};
 use crate::gateway::names;
+use crate::gateway::throttle::warn_throttled;
 use crate::gateway::wire::{ActionWhat, Code, Out, Params, PresWhat};
 use crate::store::{
     Consult, ConsultState, Role, Store, StoreError, TopicKind, TopicRecord, TopicUpdate,
@@ -189,7 +190,7 @@ impl<S: Store, C: Conn> Session<S, C> {
             let ctx = Arc::clone(&self.ctx);
             tokio::spawn(async move {
                 if let Err(e) = apply_assignment(&ctx, a).await {
-                    tracing::warn!(error = %e, "could not apply an assignment");
+                    warn_throttled!("could not apply an assignment", &e);
                 }
             });
         }
