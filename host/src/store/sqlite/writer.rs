@@ -182,9 +182,11 @@ fn run_batch(
     watch: &ReadOnlyWatch,
 ) -> Option<Vec<Ran>> {
     watch.new_batch();
+    // A failed statement's error, told apart from a read-only folder.
+    let failed = |e| watch.classify(map(e));
     let mut jobs = batch.drain(..);
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        let e = watch.classify(map(e));
+        let e = failed(e);
         for job in jobs {
             job.fail(copy_error(&e));
         }
@@ -196,7 +198,7 @@ fn run_batch(
     for job in jobs.by_ref() {
         let own_savepoint = !job.is_append();
         if own_savepoint && let Err(e) = exec(conn, "SAVEPOINT cmd") {
-            let e = watch.classify(map(e));
+            let e = failed(e);
             job.fail(copy_error(&e));
             abort = Some(e);
             break;
@@ -222,13 +224,13 @@ fn run_batch(
             exec(conn, "ROLLBACK TO cmd").and_then(|()| exec(conn, "RELEASE cmd"))
         };
         if let Err(e) = end {
-            abort = Some(watch.classify(map(e)));
+            abort = Some(failed(e));
             break;
         }
     }
     let outcome = match abort {
         Some(e) => Err(e),
-        None => exec(conn, "COMMIT").map_err(|e| watch.classify(map(e))),
+        None => exec(conn, "COMMIT").map_err(failed),
     };
     match outcome {
         Ok(()) => {
